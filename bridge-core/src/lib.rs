@@ -1,1 +1,20 @@
-//! bridge-core
+//! bridge-core: the framework every Trestle bridge stands on.
+//!
+//! - [`appservice`]: the HTTP endpoint the homeserver pushes to (transactions, user and
+//!   alias queries, third-party lookups, ping), with authentication and spec-shaped errors;
+//! - [`transaction`]: what one pushed transaction holds, parsed with ruma types;
+//! - [`ingest`]: storing each transaction durably before it is acknowledged, and handing
+//!   its events on exactly once, in order per room;
+//! - [`store`]: the database (SQLite by default, PostgreSQL by URL) and its tables;
+//! - [`runtime`]: the store, ingest and endpoint running together;
+//! - [`config`], [`cli`], [`logging`], [`metrics`]: what a bridge binary needs at its edge.
+
+pub mod appservice;
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod logging;
+pub mod metrics;
+pub mod runtime;
+pub mod store;
+pub mod transaction;

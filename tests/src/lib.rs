@@ -31,3 +31,5 @@ pub use postgres::Postgres;
 pub use prosody::Prosody;
 
 pub use synapse::Synapse;
+
+pub mod databases;

@@ -1,0 +1,244 @@
+//! What the homeserver pushed, as stored rows: written in batches before a transaction is
+//! acknowledged, read back at start for whatever was not yet handled, marked when handled.
+
+use std::sync::Arc;
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms, values_placeholders};
+
+/// What kind of data a row holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A room timeline event (message, state, redaction...).
+    Timeline,
+    /// Ephemeral data: typing, receipts, presence.
+    Ephemeral,
+    /// A to-device message (MSC2409).
+    ToDevice,
+    /// MSC3202 device lists and key counts.
+    DeviceData,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Timeline => "timeline",
+            EventKind::Ephemeral => "ephemeral",
+            EventKind::ToDevice => "to_device",
+            EventKind::DeviceData => "device_data",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "timeline" => EventKind::Timeline,
+            "ephemeral" => EventKind::Ephemeral,
+            "to_device" => EventKind::ToDevice,
+            "device_data" => EventKind::DeviceData,
+            other => return Err(StoreError::Corrupt(format!("event kind {other:?}"))),
+        })
+    }
+}
+
+/// One row to store.
+#[derive(Debug, Clone)]
+pub struct NewInboundRow {
+    /// The homeserver transaction it came in.
+    pub txn_id: String,
+    /// What it is.
+    pub kind: EventKind,
+    /// The event id (timeline events only): a second copy of an event is dropped.
+    pub event_id: Option<String>,
+    /// The room it belongs to, if any: rows are handled in order per room.
+    pub room_id: Option<String>,
+    /// The event or data type.
+    pub event_type: String,
+    /// The JSON as received.
+    pub content: String,
+}
+
+/// A stored row, as handed to the bridge.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Arrival order over all rows.
+    pub seq: i64,
+    /// What it is.
+    pub kind: EventKind,
+    /// The event id (timeline events).
+    pub event_id: Option<String>,
+    /// The room, if any.
+    pub room_id: Option<String>,
+    /// The event or data type.
+    pub event_type: String,
+    /// The JSON as received.
+    pub content: Arc<str>,
+    /// When the transaction arrived (ms since the epoch).
+    pub received_at: i64,
+    /// True when the event may have been handed over before: it was pending when the
+    /// process started, so a handler that finished just before a crash sees it again.
+    pub redelivered: bool,
+}
+
+/// What a stored batch came to, per transaction, in the order given.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// Per transaction: `true` if new, `false` if its txn id was stored before.
+    pub new_transactions: Vec<bool>,
+    /// The rows actually inserted (not duplicates), in arrival order.
+    pub stored: Vec<StoredEvent>,
+}
+
+/// Rows per multi-row INSERT: 8 parameters each stays well under SQLite's 32766 limit.
+const ROWS_PER_INSERT: usize = 1000;
+
+impl Store {
+    /// The highest `seq` stored, or 0.
+    pub async fn max_inbound_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS max_seq FROM inbound_events")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<i64, _>("max_seq")?)
+    }
+
+    /// Stores the transactions of one batch in one database transaction: a transaction id
+    /// seen before (or earlier in the batch) is skipped whole, an event id seen before is
+    /// skipped, and every other row gets the next `seq` from `next_seq`. Nothing is
+    /// visible, and `next_seq` is not advanced, unless everything commits.
+    pub async fn store_transactions(
+        &self,
+        transactions: &[(String, Vec<NewInboundRow>)],
+        next_seq: &mut i64,
+    ) -> Result<BatchOutcome, StoreError> {
+        let received_at = now_ms();
+        let mut seq = *next_seq;
+        let mut tx = self.pool().begin().await?;
+        let mut new_transactions = Vec::with_capacity(transactions.len());
+        let mut candidates: Vec<(i64, &NewInboundRow)> = Vec::new();
+        for (txn_id, rows) in transactions {
+            let inserted = sqlx::query(
+                "INSERT INTO appservice_transactions (txn_id, received_at) VALUES ($1, $2) \
+                 ON CONFLICT (txn_id) DO NOTHING",
+            )
+            .bind(txn_id)
+            .bind(received_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            new_transactions.push(inserted);
+            if inserted {
+                for row in rows {
+                    seq += 1;
+                    candidates.push((seq, row));
+                }
+            }
+        }
+
+        let mut inserted_seqs = std::collections::HashSet::new();
+        for chunk in candidates.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO inbound_events \
+                 (seq, txn_id, kind, event_id, room_id, event_type, content, received_at) \
+                 VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING seq",
+                values_placeholders(chunk.len(), 8)
+            );
+            // Only numbered placeholders are spliced in; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (seq, row) in chunk {
+                query = query
+                    .bind(*seq)
+                    .bind(&row.txn_id)
+                    .bind(row.kind.as_str())
+                    .bind(row.event_id.as_deref())
+                    .bind(row.room_id.as_deref())
+                    .bind(&row.event_type)
+                    .bind(&row.content)
+                    .bind(received_at);
+            }
+            for returned in query.fetch_all(&mut *tx).await? {
+                inserted_seqs.insert(returned.try_get::<i64, _>("seq")?);
+            }
+        }
+        tx.commit().await?;
+        *next_seq = seq;
+
+        let stored = candidates
+            .into_iter()
+            .filter(|(seq, _)| inserted_seqs.contains(seq))
+            .map(|(seq, row)| StoredEvent {
+                seq,
+                kind: row.kind,
+                event_id: row.event_id.clone(),
+                room_id: row.room_id.clone(),
+                event_type: row.event_type.clone(),
+                content: Arc::from(row.content.as_str()),
+                received_at,
+                redelivered: false,
+            })
+            .collect();
+        Ok(BatchOutcome {
+            new_transactions,
+            stored,
+        })
+    }
+
+    /// Every stored row not yet handled, in arrival order, flagged as redelivered.
+    pub async fn pending_events(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, event_id, room_id, event_type, content, received_at \
+             FROM inbound_events WHERE handled_at IS NULL ORDER BY seq",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    seq: row.try_get("seq")?,
+                    kind: EventKind::parse(&row.try_get::<String, _>("kind")?)?,
+                    event_id: row.try_get("event_id")?,
+                    room_id: row.try_get("room_id")?,
+                    event_type: row.try_get("event_type")?,
+                    content: Arc::from(row.try_get::<String, _>("content")?),
+                    received_at: row.try_get("received_at")?,
+                    redelivered: true,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks rows handled, with the error of those that failed for good.
+    pub async fn mark_handled(&self, done: &[(i64, Option<String>)]) -> Result<(), StoreError> {
+        let handled_at = now_ms();
+        let mut tx = self.pool().begin().await?;
+        for (seq, error) in done {
+            sqlx::query("UPDATE inbound_events SET handled_at = $1, error = $2 WHERE seq = $3")
+                .bind(handled_at)
+                .bind(error.as_deref())
+                .bind(*seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets transactions and handled rows received before `before_ms`: past that
+    /// horizon a repeat of them is no longer recognised.
+    pub async fn prune_inbound(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let events = sqlx::query(
+            "DELETE FROM inbound_events WHERE handled_at IS NOT NULL AND received_at < $1",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM appservice_transactions WHERE received_at < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+}

@@ -1,0 +1,128 @@
+//! The `xmpp` section of the config.
+//!
+//! A placeholder until the XMPP connector lands with its own settings: the bridge will
+//! connect to the XMPP server as an external component (XEP-0114), and these are the
+//! settings that connection needs.
+
+use bridge_core::config::{NetworkConfig, Problem, SecretString};
+use serde::Deserialize;
+
+/// The `xmpp` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppConfig {
+    /// Domain of the component (`matrix.example.org`); XMPP users reach Matrix users at
+    /// `user@<component_domain>`.
+    pub component_domain: String,
+    /// Host of the XMPP server's component listener.
+    #[serde(default = "default_server_host")]
+    pub server_host: String,
+    /// Port of the XMPP server's component listener.
+    #[serde(default = "default_server_port")]
+    pub server_port: u16,
+    /// The secret shared with the XMPP server for this component.
+    pub component_secret: SecretString,
+}
+
+/// The component port XEP-0114 servers (Prosody, ejabberd) listen on by default.
+const DEFAULT_SERVER_PORT: u16 = 5347;
+
+fn default_server_host() -> String {
+    "127.0.0.1".to_owned()
+}
+
+fn default_server_port() -> u16 {
+    DEFAULT_SERVER_PORT
+}
+
+impl NetworkConfig for XmppConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["component_secret"];
+
+    fn template() -> String {
+        // A fresh secret, so that no two installations share the example's.
+        let secret = registration::generate_token();
+        format!(
+            r#"# The XMPP side: the bridge connects to the XMPP server as an external component
+# (XEP-0114). More settings arrive with the XMPP connector.
+xmpp:
+  # Domain of the component; XMPP users reach Matrix users at user@<component_domain>.
+  # The XMPP server must declare this component (Prosody: Component "<domain>").
+  component_domain: "matrix.localhost"
+  # Host and port of the XMPP server's component listener.
+  server_host: "127.0.0.1"
+  # 5347 is the usual component port.
+  server_port: {DEFAULT_SERVER_PORT}
+  # Secret shared with the XMPP server for this component (Prosody: component_secret),
+  # freshly generated here. Secret: may be given as component_secret_file.
+  component_secret: "{secret}"
+"#
+        )
+    }
+
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if !is_valid_domain(&self.component_domain) {
+            problems.push(Problem::new(
+                "component_domain",
+                "not a domain name (letters, digits, '-' and '.', e.g. matrix.example.org)",
+            ));
+        }
+        if self.server_host.trim().is_empty() {
+            problems.push(Problem::new("server_host", "must not be empty"));
+        }
+        if self.server_port == 0 {
+            problems.push(Problem::new("server_port", "must not be 0"));
+        }
+        if self.component_secret.expose().is_empty() {
+            problems.push(Problem::new("component_secret", "must not be empty"));
+        }
+        problems
+    }
+}
+
+/// Whether `domain` is a plausible DNS name: dot-separated labels of ASCII letters, digits
+/// and inner hyphens, at most 253 bytes. Enough for the placeholder; the XMPP connector will
+/// validate JIDs properly.
+fn is_valid_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use bridge_core::config::uncommented_keys;
+
+    use super::*;
+
+    #[test]
+    fn template_comments_every_key_and_draws_a_fresh_secret() {
+        let template = XmppConfig::template();
+        assert_eq!(uncommented_keys(&template), Vec::<String>::new());
+        assert_ne!(template, XmppConfig::template());
+    }
+
+    #[test]
+    fn domains_are_dns_names() {
+        for good in ["matrix.localhost", "a", "xn--bcher-kva.example", "a-b.c"] {
+            assert!(is_valid_domain(good), "{good}");
+        }
+        for bad in [
+            "",
+            "not a domain",
+            "a..b",
+            "-a.b",
+            "a-.b",
+            "a:5347",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_valid_domain(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Durable ingest on both backends: transactions stored before they are acknowledged,
+//! repeats recognised, events handled once and in order per room while rooms run in
+//! parallel, retries holding a room's later events back, failures recorded, and
+//! unhandled events handed over again after a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bridge_core::ingest::{EventHandler, HandleError, Ingest};
+use bridge_core::metrics::Metrics;
+use bridge_core::store::{Store, StoredEvent};
+use bridge_core::transaction::{Accepted, IncomingTransaction, TransactionBody, TransactionSink};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use trestle_tests::databases::both_backends;
+
+/// Records what it handled; can be told to fail on certain bodies.
+#[derive(Default)]
+struct Recorder {
+    handled: Mutex<Vec<(String, String, bool)>>,
+    retry_first: Mutex<HashMap<String, usize>>,
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandleError> {
+        let content: serde_json::Value = serde_json::from_str(&event.content).unwrap_or_default();
+        let body = content["content"]["body"].as_str().unwrap_or_default().to_owned();
+        if body == "panic" {
+            panic!("handler bug");
+        }
+        if body == "give up" {
+            return Err(HandleError::GiveUp("unbridgeable".into()));
+        }
+        {
+            let mut retries = self.retry_first.lock().unwrap();
+            if let Some(left) = retries.get_mut(&body) {
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(HandleError::Retry("remote down".into()));
+                }
+            }
+        }
+        // A slow remote, so rooms overlap in time.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let room = event.room_id.clone().unwrap_or_default();
+        self.handled.lock().unwrap().push((room, body, event.redelivered));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn bodies_in(&self, room: &str) -> Vec<String> {
+        self.handled
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _, _)| r == room)
+            .map(|(_, b, _)| b.clone())
+            .collect()
+    }
+
+    async fn wait_for(&self, count: usize) {
+        for _ in 0..500 {
+            if self.handled.lock().unwrap().len() >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("only {} of {count} events handled", self.handled.lock().unwrap().len());
+    }
+}
+
+fn transaction(txn: &str, events: &[(&str, &str, &str)]) -> IncomingTransaction {
+    let events: Vec<_> = events
+        .iter()
+        .map(|(id, room, body)| {
+            json!({
+                "type": "m.room.message", "event_id": id, "room_id": room,
+                "sender": "@alice:example.org", "origin_server_ts": 1,
+                "content": {"msgtype": "m.text", "body": body}
+            })
+        })
+        .collect();
+    let text = json!({"events": events}).to_string();
+    let (body, _) = TransactionBody::parse(text.as_bytes()).unwrap();
+    IncomingTransaction {
+        txn_id: txn.into(),
+        body,
+    }
+}
+
+async fn send(ingest: &Ingest, txn: IncomingTransaction) -> Accepted {
+    let text = serde_json::to_vec(&txn.body).unwrap();
+    let (_, envelopes) = TransactionBody::parse(&text).unwrap();
+    ingest.accept(txn, envelopes).await.unwrap()
+}
+
+#[tokio::test]
+async fn events_are_handled_once_in_order_per_room_with_rooms_in_parallel() {
+    for db in both_backends().await.unwrap() {
+        let store = Store::connect(&db.url, 8).await.unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let shutdown = CancellationToken::new();
+        let (ingest, tasks) =
+            Ingest::start(store.clone(), recorder.clone(), Metrics::new(), shutdown.clone())
+                .await
+                .unwrap();
+
+        // 20 transactions of 10 events over 4 rooms, sent concurrently in pairs.
+        let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+        for t in 0..20 {
+            let events: Vec<(String, String, String)> = (0..10)
+                .map(|i| {
+                    let n = t * 10 + i;
+                    (format!("$e{n}"), format!("!room{}:x", n % 4), format!("m{n}"))
+                })
+                .collect();
+            for (_, room, body) in &events {
+                expected.entry(room.clone()).or_default().push(body.clone());
+            }
+            let refs: Vec<(&str, &str, &str)> =
+                events.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+            assert_eq!(send(&ingest, transaction(&format!("t{t}"), &refs)).await, Accepted::Stored);
+        }
+        // The homeserver retries a transaction: recognised, nothing handled again.
+        let again = transaction("t3", &[("$e30", "!room2:x", "m30")]);
+        assert_eq!(send(&ingest, again).await, Accepted::AlreadySeen);
+
+        recorder.wait_for(200).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(recorder.handled.lock().unwrap().len(), 200, "{}", db.backend);
+        for (room, bodies) in &expected {
+            assert_eq!(&recorder.bodies_in(room), bodies, "{}: order in {room}", db.backend);
+        }
+        shutdown.cancel();
+        tasks.join().await;
+        assert!(store.pending_events().await.unwrap().is_empty(), "{}", db.backend);
+    }
+}
+
+#[tokio::test]
+async fn a_retrying_event_holds_back_its_room_only_and_failures_are_recorded() {
+    for db in both_backends().await.unwrap() {
+        let store = Store::connect(&db.url, 8).await.unwrap();
+        let recorder = Arc::new(Recorder::default());
+        recorder.retry_first.lock().unwrap().insert("flaky".into(), 2);
+        let shutdown = CancellationToken::new();
+        let (ingest, tasks) =
+            Ingest::start(store.clone(), recorder.clone(), Metrics::new(), shutdown.clone())
+                .await
+                .unwrap();
+        let txn = transaction(
+            "t1",
+            &[
+                ("$1", "!slow:x", "flaky"),
+                ("$2", "!slow:x", "after flaky"),
+                ("$3", "!fast:x", "quick"),
+                ("$4", "!fast:x", "give up"),
+                ("$5", "!fast:x", "panic"),
+                ("$6", "!fast:x", "still here"),
+            ],
+        );
+        send(&ingest, txn).await;
+        recorder.wait_for(4).await;
+        assert_eq!(recorder.bodies_in("!slow:x"), vec!["flaky", "after flaky"], "{}", db.backend);
+        assert_eq!(recorder.bodies_in("!fast:x"), vec!["quick", "still here"], "{}", db.backend);
+        // The fast room finished first: the slow room's retries did not hold it back.
+        let order: Vec<String> = recorder.handled.lock().unwrap().iter().map(|h| h.1.clone()).collect();
+        assert_eq!(order[0], "quick", "{}", db.backend);
+        shutdown.cancel();
+        tasks.join().await;
+
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let errors: Vec<(String,)> = sqlx::query_as(
+            "SELECT error FROM inbound_events WHERE error IS NOT NULL ORDER BY seq",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            errors,
+            vec![("unbridgeable".to_owned(),), ("the handler panicked".to_owned(),)],
+            "{}",
+            db.backend
+        );
+    }
+}
+
+#[tokio::test]
+async fn unhandled_events_are_handed_over_again_after_a_restart() {
+    for db in both_backends().await.unwrap() {
+        let store = Store::connect(&db.url, 8).await.unwrap();
+        // First run: the handler keeps failing, as if the remote were down at shutdown.
+        let stuck = Arc::new(Recorder::default());
+        stuck.retry_first.lock().unwrap().insert("first".into(), usize::MAX);
+        let shutdown = CancellationToken::new();
+        let (ingest, tasks) = Ingest::start(store.clone(), stuck.clone(), Metrics::new(), shutdown.clone())
+            .await
+            .unwrap();
+        send(&ingest, transaction("t1", &[("$1", "!r:x", "first"), ("$2", "!r:x", "second")])).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shutdown.cancel();
+        tasks.join().await;
+        assert!(stuck.handled.lock().unwrap().is_empty());
+
+        // Second run: both come back, in order, flagged as possibly seen before; the
+        // homeserver's retry of t1 is recognised; a new transaction follows them.
+        let recorder = Arc::new(Recorder::default());
+        let shutdown = CancellationToken::new();
+        let (ingest, tasks) = Ingest::start(store.clone(), recorder.clone(), Metrics::new(), shutdown.clone())
+            .await
+            .unwrap();
+        let retry = transaction("t1", &[("$1", "!r:x", "first"), ("$2", "!r:x", "second")]);
+        assert_eq!(send(&ingest, retry).await, Accepted::AlreadySeen);
+        send(&ingest, transaction("t2", &[("$3", "!r:x", "third")])).await;
+        recorder.wait_for(3).await;
+        let handled = recorder.handled.lock().unwrap().clone();
+        assert_eq!(
+            handled,
+            vec![
+                ("!r:x".into(), "first".into(), true),
+                ("!r:x".into(), "second".into(), true),
+                ("!r:x".into(), "third".into(), false),
+            ],
+            "{}",
+            db.backend
+        );
+        shutdown.cancel();
+        tasks.join().await;
+    }
+}
