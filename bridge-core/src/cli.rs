@@ -251,7 +251,10 @@ fn write_private_file(path: &Path, contents: &[u8], force: bool) -> Result<(), C
         file.persist_noclobber(path)
     };
     match persisted {
-        Ok(_) => Ok(()),
+        // The rename is durable only once the folder is synced.
+        Ok(_) => std::fs::File::open(dir)
+            .and_then(|folder| folder.sync_all())
+            .map_err(write_error),
         Err(error) if error.error.kind() == io::ErrorKind::AlreadyExists => {
             Err(CliError::Exists(path.to_owned()))
         }
@@ -296,21 +299,45 @@ fn check_config<B: Bridge>(config_path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Waits until the process is asked to stop: Ctrl-C (SIGINT) or, on Unix, SIGTERM (what
-/// systemd and container runtimes send).
-pub async fn shutdown_signal() -> io::Result<()> {
+/// Installs the stop-signal handlers now and returns a future that completes when the
+/// process is asked to stop: Ctrl-C (SIGINT) or, on Unix, SIGTERM (what systemd and
+/// container runtimes send).
+///
+/// Installing before awaiting matters: a signal that arrives between "starting" and the
+/// first poll would otherwise kill the process with the default action instead of stopping
+/// it cleanly.
+pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = terminate.recv() => Ok(()),
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            // The handlers stay installed, so a second signal would do nothing: make it
+            // stop the process at once. Nothing is lost that way, since every
+            // acknowledged transaction is already stored.
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                eprintln!("second stop signal: exiting now");
+                std::process::exit(130);
+            });
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await
+        let ctrl_c = tokio::signal::ctrl_c();
+        Ok(async move {
+            // Without a working handler there is nothing to wait for; stopping is safer
+            // than running unstoppable.
+            let _ = ctrl_c.await;
+        })
     }
 }
 

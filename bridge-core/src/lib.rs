@@ -4,7 +4,8 @@
 //!   alias queries, third-party lookups, ping), with authentication and spec-shaped errors;
 //! - [`transaction`]: what one pushed transaction holds, parsed with ruma types;
 //! - [`ingest`]: storing each transaction durably before it is acknowledged, and handing
-//!   its events on exactly once, in order per room;
+//!   its events on once, in order per room (again after a crash only if their handling
+//!   was not recorded, and then flagged);
 //! - [`store`]: the database (SQLite by default, PostgreSQL by URL) and its tables;
 //! - [`runtime`]: the store, ingest and endpoint running together;
 //! - [`config`], [`cli`], [`logging`], [`metrics`]: what a bridge binary needs at its edge.

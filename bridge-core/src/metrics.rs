@@ -30,17 +30,47 @@ pub struct TransactionLabels {
 /// Labels of an event.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
-    /// The event type, or `other` for types outside the spec's `m.` set, so a sender of
-    /// made-up types cannot create unbounded series.
-    pub event_type: String,
+    /// The event type if the spec defines it, else `other`: event types are chosen by
+    /// remote senders, and each distinct label is a new series kept forever.
+    pub event_type: &'static str,
 }
+
+/// The event and ephemeral types that get their own label.
+const LABELLED_TYPES: &[&str] = &[
+    "m.room.message",
+    "m.room.encrypted",
+    "m.room.member",
+    "m.room.redaction",
+    "m.room.name",
+    "m.room.topic",
+    "m.room.avatar",
+    "m.room.power_levels",
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.history_visibility",
+    "m.room.guest_access",
+    "m.room.canonical_alias",
+    "m.room.pinned_events",
+    "m.room.server_acl",
+    "m.room.tombstone",
+    "m.room.third_party_invite",
+    "m.room.encryption",
+    "m.reaction",
+    "m.sticker",
+    "m.typing",
+    "m.receipt",
+    "m.presence",
+];
 
 impl EventLabels {
     /// Labels for an event type.
     pub fn for_type(event_type: &str) -> Self {
-        let known = event_type.starts_with("m.") && event_type.len() <= 40;
         EventLabels {
-            event_type: if known { event_type } else { "other" }.to_owned(),
+            event_type: LABELLED_TYPES
+                .iter()
+                .find(|known| **known == event_type)
+                .copied()
+                .unwrap_or("other"),
         }
     }
 }
@@ -53,9 +83,9 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabels, Counter>,
     /// Transactions received, by outcome.
     pub transactions: Family<TransactionLabels, Counter>,
-    /// Events received, by type.
+    /// Rows stored from transactions, by type.
     pub events_received: Family<EventLabels, Counter>,
-    /// Events handled, by type.
+    /// Rows handled, by type.
     pub events_handled: Family<EventLabels, Counter>,
     /// Events stored and not yet handled.
     pub ingest_pending: Gauge,
@@ -84,13 +114,13 @@ impl Metrics {
         let events_received = Family::default();
         registry.register(
             "events_received",
-            "Timeline events received from the homeserver",
+            "Events, ephemeral data and to-device messages stored (repeats not counted)",
             events_received.clone(),
         );
         let events_handled = Family::default();
         registry.register(
             "events_handled",
-            "Timeline events handed to the bridge and done",
+            "Events, ephemeral data and to-device messages handed to the bridge and done",
             events_handled.clone(),
         );
         let ingest_pending = Gauge::default();

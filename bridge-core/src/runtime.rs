@@ -6,11 +6,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use registration::Registration;
+
 use crate::appservice::{self, EndpointOptions, QueryHandler, Readiness};
+use crate::config::BridgeConfig;
 use crate::ingest::{EventHandler, Ingest};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -26,6 +30,21 @@ pub struct FoundationOptions {
     pub max_connections: u32,
     /// The endpoint's token and body limit.
     pub endpoint: EndpointOptions,
+}
+
+impl FoundationOptions {
+    /// The options a bridge's config and its checked registration give.
+    pub fn from_config<N>(config: &BridgeConfig<N>, registration: &Registration) -> Self {
+        FoundationOptions {
+            bind: config.appservice.bind,
+            database_url: config.database.url.expose().to_owned(),
+            max_connections: config.database.max_connections,
+            endpoint: EndpointOptions {
+                hs_token: registration.hs_token.clone(),
+                body_limit: config.appservice.body_limit,
+            },
+        }
+    }
 }
 
 /// Why the foundation could not run.
@@ -44,26 +63,41 @@ pub enum FoundationError {
     },
 }
 
-/// Ready when the database answers.
+/// How long requests in flight may take to finish at shutdown.
+const HTTP_STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Ready when the database answers and the ingest takes transactions.
 #[derive(Debug)]
-struct StoreReadiness(Store);
+struct FoundationReadiness {
+    store: Store,
+    ingest: Ingest,
+}
 
 #[async_trait]
-impl Readiness for StoreReadiness {
+impl Readiness for FoundationReadiness {
     async fn is_ready(&self) -> bool {
-        self.0.is_reachable().await
+        self.ingest.is_accepting() && self.store.is_reachable().await
     }
 }
 
-/// Runs the store, ingest and endpoint until `shutdown` is cancelled.
+/// Runs the store, ingest and endpoint until `shutdown` completes (for a binary: the
+/// stop signal from [`crate::cli::shutdown_signal`]).
+///
+/// The port is bound and the database locked before anything is handled, so a second
+/// process started by mistake stops at once instead of handling the same events.
 pub async fn run_foundation(
     options: FoundationOptions,
     handler: Arc<dyn EventHandler>,
     queries: Arc<dyn QueryHandler>,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), FoundationError> {
+    let bind = options.bind;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|source| FoundationError::Endpoint { bind, source })?;
     let store = Store::connect(&options.database_url, options.max_connections).await?;
+    let _instance_lock = store.lock_instance(&options.database_url).await?;
     let ingest_shutdown = CancellationToken::new();
     let (ingest, ingest_tasks) = Ingest::start(
         store.clone(),
@@ -72,22 +106,61 @@ pub async fn run_foundation(
         ingest_shutdown.clone(),
     )
     .await?;
-    let bind = options.bind;
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .map_err(|source| FoundationError::Endpoint { bind, source })?;
     tracing::info!(%bind, "appservice endpoint listening");
+    let readiness = FoundationReadiness {
+        store: store.clone(),
+        ingest: ingest.clone(),
+    };
     let router = appservice::router(
         options.endpoint,
         Arc::new(ingest),
         queries,
-        Arc::new(StoreReadiness(store.clone())),
+        Arc::new(readiness),
         metrics,
     );
-    let served =
-        appservice::serve(listener, router, async move { shutdown.cancelled().await }).await;
+    let stopping = CancellationToken::new();
+    let stop_signal = stopping.clone();
+    let serve = appservice::serve(listener, router, async move {
+        shutdown.await;
+        tracing::info!("stopping");
+        stop_signal.cancel();
+    });
+    // Graceful shutdown waits for open connections; a stalled client must not keep the
+    // bridge from stopping.
+    let served = tokio::select! {
+        served = serve => served,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(HTTP_STOP_DEADLINE).await;
+        } => {
+            tracing::warn!("requests still open at shutdown were dropped");
+            Ok(())
+        }
+    };
     ingest_shutdown.cancel();
     ingest_tasks.join().await;
     store.close().await;
     served.map_err(|source| FoundationError::Endpoint { bind, source })
+}
+
+/// A handler that only logs each event: what a bridge binary runs until its connector
+/// exists. Events are still stored durably and recorded as handled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogEvents;
+
+#[async_trait]
+impl EventHandler for LogEvents {
+    async fn handle(
+        &self,
+        event: &crate::store::StoredEvent,
+    ) -> Result<(), crate::ingest::HandleError> {
+        tracing::debug!(
+            seq = event.seq,
+            event_type = %event.event_type,
+            room_id = ?event.room_id,
+            event_id = ?event.event_id,
+            "event received (no connector handles it yet)"
+        );
+        Ok(())
+    }
 }

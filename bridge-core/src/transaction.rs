@@ -1,9 +1,9 @@
 //! One transaction pushed by the homeserver (`PUT /_matrix/app/v1/transactions/{txnId}`):
 //! its timeline events, ephemeral data, to-device messages and MSC3202 device data.
 //!
-//! Events stay [`Raw`] so unknown event types pass through untouched; each timeline event
-//! must still carry the envelope every client event has (`type`, `event_id`, `room_id`,
-//! `sender`), which is what storing and ordering need.
+//! Events stay [`Raw`] so unknown event types pass through untouched. Storing and ordering
+//! read the envelope every client event has (`type`, `event_id`, `room_id`, `sender`); an
+//! event without one is recorded as malformed rather than refusing its transaction.
 
 use ruma::events::AnyTimelineEvent;
 use ruma::serde::Raw;
@@ -91,35 +91,40 @@ pub enum BodyError {
 }
 
 impl TransactionBody {
-    /// Parses a body, telling "not JSON" from "JSON of the wrong shape", and checks that
-    /// every timeline event has a valid envelope.
-    pub fn parse(bytes: &[u8]) -> Result<(TransactionBody, Vec<EventEnvelope>), BodyError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(BodyError::NotJson)?;
-        // serde reads a struct from a JSON array too: `[[]]` would pass as a transaction.
-        if !value.is_object() {
-            return Err(BodyError::BadJson(
-                "not a transaction: the body is not a JSON object".to_owned(),
-            ));
+    /// Parses a body, telling "not JSON" from "JSON of the wrong shape". Events are kept
+    /// exactly as received; a malformed event does not refuse the transaction (see
+    /// [`TransactionBody::envelopes`]), since a refused transaction is retried forever by
+    /// the homeserver and would hold back everything after it.
+    pub fn parse(bytes: &[u8]) -> Result<TransactionBody, BodyError> {
+        let body: TransactionBody = serde_json::from_slice(bytes).map_err(|error| {
+            if error.is_data() {
+                BodyError::BadJson(format!("not a transaction: {error}"))
+            } else {
+                BodyError::NotJson(error)
+            }
+        })?;
+        // serde also reads a struct from a JSON array; a transaction is an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(BodyError::BadJson("the body must be a JSON object".into()));
         }
-        let body: TransactionBody = serde_json::from_value(value)
-            .map_err(|e| BodyError::BadJson(format!("not a transaction: {e}")))?;
-        let envelopes = body
-            .events
+        Ok(body)
+    }
+
+    /// The envelope of each timeline event, in order, or why an event has none (not an
+    /// object, or missing a valid `type`, `event_id`, `room_id` or `sender`).
+    pub fn envelopes(&self) -> Vec<Result<EventEnvelope, String>> {
+        self.events
             .iter()
             .enumerate()
             .map(|(index, event)| {
-                // Same as above: an event must be an object, not an array of its fields.
-                if !event.json().get().starts_with('{') {
-                    return Err(BodyError::BadJson(format!(
-                        "events[{index}]: not a JSON object"
-                    )));
+                if !event.json().get().trim_start().starts_with('{') {
+                    return Err(format!("events[{index}]: not a JSON object"));
                 }
                 event
                     .deserialize_as_unchecked::<EventEnvelope>()
-                    .map_err(|e| BodyError::BadJson(format!("events[{index}]: {e}")))
+                    .map_err(|e| format!("events[{index}]: {e}"))
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((body, envelopes))
+            .collect()
     }
 
     /// All ephemeral data, stable and unstable keys together.
@@ -136,11 +141,7 @@ impl TransactionBody {
 #[async_trait::async_trait]
 pub trait TransactionSink: Send + Sync + 'static {
     /// Stores the transaction, or recognises it as already stored.
-    async fn accept(
-        &self,
-        transaction: IncomingTransaction,
-        envelopes: Vec<EventEnvelope>,
-    ) -> Result<Accepted, SinkError>;
+    async fn accept(&self, transaction: IncomingTransaction) -> Result<Accepted, SinkError>;
 }
 
 /// What became of an accepted transaction.

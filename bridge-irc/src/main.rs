@@ -7,10 +7,14 @@
 mod network;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use bridge_core::appservice::NoQueries;
 use bridge_core::cli::{self, Bridge};
 use bridge_core::config::{BridgeConfig, BridgeInfo};
+use bridge_core::metrics::Metrics;
+use bridge_core::runtime::{FoundationOptions, LogEvents, run_foundation};
 use registration::Registration;
 
 use crate::network::IrcConfig;
@@ -30,11 +34,10 @@ impl Bridge for IrcBridge {
 
     async fn run(
         config: BridgeConfig<IrcConfig>,
-        _registration: Registration,
+        registration: Registration,
     ) -> anyhow::Result<()> {
-        // The bridge runtime (appservice endpoint, store, ingest, IRC connections) is wired
-        // in later; until then `run` only shows that the config and the registration are
-        // usable, and waits to be stopped.
+        // Handlers first, so that a stop signal right after "starting" is not fatal.
+        let stop = cli::shutdown_signal().context("cannot install the stop-signal handlers")?;
         tracing::info!(
             version = IrcBridge::INFO.version,
             bind = %config.appservice.bind,
@@ -51,10 +54,15 @@ impl Bridge for IrcBridge {
                 "configured IRC network"
             );
         }
-        cli::shutdown_signal()
-            .await
-            .context("cannot wait for a stop signal")?;
-        tracing::info!("stopping");
+        // Until the connector exists, events are stored durably and logged (LogEvents).
+        run_foundation(
+            FoundationOptions::from_config(&config, &registration),
+            Arc::new(LogEvents),
+            Arc::new(NoQueries),
+            Metrics::new(),
+            stop,
+        )
+        .await?;
         Ok(())
     }
 }

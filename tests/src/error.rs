@@ -33,6 +33,10 @@ pub enum Error {
     /// A server answered something a test client did not expect.
     #[error("{0}")]
     Protocol(String),
+    /// An IRC server refused a SASL login, with its numeric (e.g. 904 for wrong
+    /// credentials), so a test can tell that refusal from any other failure.
+    #[error("SASL failed with {numeric}: {line}")]
+    Sasl { numeric: String, line: String },
     /// Something awaited did not happen in time.
     #[error("timed out after {seconds:.1} s waiting for {what}")]
     Timeout { what: String, seconds: f64 },

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -84,7 +84,10 @@ impl Line {
 /// A registered IRC connection.
 #[derive(Debug)]
 pub struct IrcClient {
-    reader: BufReader<OwnedReadHalf>,
+    reader: OwnedReadHalf,
+    /// Bytes received and not yet a whole line. Kept here rather than in `read_line`, so
+    /// that a wait that times out mid-line loses nothing: the next read continues it.
+    partial: Vec<u8>,
     writer: OwnedWriteHalf,
     nick: String,
     /// Lines received and not yet taken by a wait.
@@ -131,7 +134,10 @@ impl IrcClient {
             })
             .await?;
         if outcome.command != "903" {
-            return Err(Error::Protocol(format!("SASL failed: {}", outcome.raw)));
+            return Err(Error::Sasl {
+                numeric: outcome.command,
+                line: outcome.raw,
+            });
         }
         client.send("CAP END").await?;
         client.wait_for_welcome().await?;
@@ -144,7 +150,8 @@ impl IrcClient {
             .map_err(Error::io(format!("connecting to IRC port {port}")))?;
         let (read, write) = stream.into_split();
         Ok(IrcClient {
-            reader: BufReader::new(read),
+            reader: read,
+            partial: Vec::new(),
             writer: write,
             nick: nick.to_owned(),
             unseen: VecDeque::new(),
@@ -265,21 +272,30 @@ impl IrcClient {
         }
     }
 
+    /// Reads one line. Cancel-safe: `wait_for` drops it on a timeout, and a line arriving
+    /// in pieces must then neither be lost nor come back split.
     async fn read_line(&mut self) -> Result<Line> {
-        let mut bytes = Vec::new();
-        let read = self
-            .reader
-            .read_until(b'\n', &mut bytes)
-            .await
-            .map_err(Error::io("reading from IRC"))?;
-        if read == 0 {
-            return Err(Error::Protocol(format!(
-                "IRC connection of {} closed",
-                self.nick
-            )));
+        loop {
+            if let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+                let bytes: Vec<u8> = self.partial.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&bytes);
+                return Ok(Line::parse(text.trim_end_matches(['\r', '\n'])));
+            }
+            let mut chunk = [0_u8; 4096];
+            // `read` is cancel-safe: dropped before it completes, it has consumed nothing.
+            let read = self
+                .reader
+                .read(&mut chunk)
+                .await
+                .map_err(Error::io("reading from IRC"))?;
+            if read == 0 {
+                return Err(Error::Protocol(format!(
+                    "IRC connection of {} closed",
+                    self.nick
+                )));
+            }
+            self.partial.extend_from_slice(&chunk[..read]);
         }
-        let text = String::from_utf8_lossy(&bytes);
-        Ok(Line::parse(text.trim_end_matches(['\r', '\n'])))
     }
 
     /// Sends QUIT and closes the connection.
@@ -316,7 +332,51 @@ pub(crate) fn probe_nick() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Line;
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::oneshot;
+
+    use super::{IrcClient, Line};
+    use crate::Error;
+
+    #[tokio::test]
+    async fn a_wait_that_times_out_mid_line_neither_loses_nor_splits_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (resume, resumed) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket
+                .write_all(b":irc.test NOTICE me :first\r\n:irc.test NOTICE me :sec")
+                .await
+                .unwrap();
+            resumed.await.unwrap();
+            socket.write_all(b"ond half\r\n").await.unwrap();
+            socket
+        });
+        let mut client = IrcClient::open(port, "me").await.unwrap();
+        let text_is = |text: &'static str| move |l: &Line| l.text() == text;
+
+        let first = client
+            .wait_for(Duration::from_secs(5), text_is("first"))
+            .await
+            .unwrap();
+        assert_eq!(first.raw, ":irc.test NOTICE me :first");
+        // Half of the second line is in; the wait gives up while reading the rest.
+        let early = client.wait_for(Duration::from_millis(200), |_| true).await;
+        assert!(matches!(early, Err(Error::Timeout { .. })), "{early:?}");
+
+        resume.send(()).unwrap();
+        let second = client
+            .wait_for(Duration::from_secs(5), |_| true)
+            .await
+            .unwrap();
+        assert_eq!(second.raw, ":irc.test NOTICE me :second half");
+        assert_eq!(second.text(), "second half");
+        drop(server.await.unwrap());
+    }
 
     #[test]
     fn parses_tags_source_and_trailing() {

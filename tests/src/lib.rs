@@ -15,6 +15,7 @@ pub mod irc;
 pub mod matrix;
 pub mod ngircd;
 pub mod postgres;
+pub mod probe;
 pub mod process;
 pub mod prosody;
 pub mod synapse;

@@ -13,6 +13,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ pub struct ServerProcess {
     child: Mutex<Child>,
     log: PathBuf,
     stop_signal: libc::c_int,
+    group_killed: AtomicBool,
 }
 
 impl ServerProcess {
@@ -66,6 +68,7 @@ impl ServerProcess {
             child: Mutex::new(child),
             log: log.to_path_buf(),
             stop_signal: libc::SIGTERM,
+            group_killed: AtomicBool::new(false),
         })
     }
 
@@ -139,11 +142,15 @@ impl ServerProcess {
     /// Kills the process group at once and reaps the process.
     pub fn kill(&self) {
         let mut child = self.lock();
-        if child.try_wait().ok().flatten().is_none() {
+        // The group is signalled even when the leader is gone: a worker it forked may still
+        // run in it and hold its ports or files. Only once, though: once the group is empty
+        // its id may be reused, and a later signal could hit a stranger's group.
+        if !self.group_killed.swap(true, Ordering::SeqCst) {
             signal_group(child.id(), libc::SIGKILL);
-            let _ = child.kill();
-            let _ = child.wait();
         }
+        // A leader that left the group is not reached by the group signal.
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Asks the server to stop (its stop signal to its group) and waits up to `grace`

@@ -12,6 +12,7 @@ use bridge_core::ingest::{EventHandler, HandleError, Ingest};
 use bridge_core::metrics::Metrics;
 use bridge_core::store::{Store, StoredEvent};
 use bridge_core::transaction::{Accepted, IncomingTransaction, TransactionBody, TransactionSink};
+use futures::future::join_all;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use trestle_tests::databases::both_backends;
@@ -27,7 +28,10 @@ struct Recorder {
 impl EventHandler for Recorder {
     async fn handle(&self, event: &StoredEvent) -> Result<(), HandleError> {
         let content: serde_json::Value = serde_json::from_str(&event.content).unwrap_or_default();
-        let body = content["content"]["body"].as_str().unwrap_or_default().to_owned();
+        let body = content["content"]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if body == "panic" {
             panic!("handler bug");
         }
@@ -36,17 +40,20 @@ impl EventHandler for Recorder {
         }
         {
             let mut retries = self.retry_first.lock().unwrap();
-            if let Some(left) = retries.get_mut(&body) {
-                if *left > 0 {
-                    *left -= 1;
-                    return Err(HandleError::Retry("remote down".into()));
-                }
+            if let Some(left) = retries.get_mut(&body)
+                && *left > 0
+            {
+                *left -= 1;
+                return Err(HandleError::Retry("remote down".into()));
             }
         }
         // A slow remote, so rooms overlap in time.
         tokio::time::sleep(Duration::from_millis(1)).await;
         let room = event.room_id.clone().unwrap_or_default();
-        self.handled.lock().unwrap().push((room, body, event.redelivered));
+        self.handled
+            .lock()
+            .unwrap()
+            .push((room, body, event.redelivered));
         Ok(())
     }
 }
@@ -69,7 +76,10 @@ impl Recorder {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("only {} of {count} events handled", self.handled.lock().unwrap().len());
+        panic!(
+            "only {} of {count} events handled",
+            self.handled.lock().unwrap().len()
+        );
     }
 }
 
@@ -85,17 +95,25 @@ fn transaction(txn: &str, events: &[(&str, &str, &str)]) -> IncomingTransaction 
         })
         .collect();
     let text = json!({"events": events}).to_string();
-    let (body, _) = TransactionBody::parse(text.as_bytes()).unwrap();
+    let body = TransactionBody::parse(text.as_bytes()).unwrap();
     IncomingTransaction {
         txn_id: txn.into(),
         body,
     }
 }
 
+/// How many durable commits the ingest made, from its metrics.
+fn commit_count(metrics: &Metrics) -> u64 {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix("trestle_ingest_commit_seconds_count "))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("the ingest exports its commit count")
+}
+
 async fn send(ingest: &Ingest, txn: IncomingTransaction) -> Accepted {
-    let text = serde_json::to_vec(&txn.body).unwrap();
-    let (_, envelopes) = TransactionBody::parse(&text).unwrap();
-    ingest.accept(txn, envelopes).await.unwrap()
+    ingest.accept(txn).await.unwrap()
 }
 
 #[tokio::test]
@@ -104,40 +122,78 @@ async fn events_are_handled_once_in_order_per_room_with_rooms_in_parallel() {
         let store = Store::connect(&db.url, 8).await.unwrap();
         let recorder = Arc::new(Recorder::default());
         let shutdown = CancellationToken::new();
-        let (ingest, tasks) =
-            Ingest::start(store.clone(), recorder.clone(), Metrics::new(), shutdown.clone())
-                .await
-                .unwrap();
+        let metrics = Metrics::new();
+        let (ingest, tasks) = Ingest::start(
+            store.clone(),
+            recorder.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
 
-        // 20 transactions of 10 events over 4 rooms, sent concurrently in pairs.
+        // 20 transactions of 10 events over 8 rooms, sent concurrently in groups of 4, so
+        // that several transactions share a commit. The transactions of a group touch
+        // disjoint rooms (two each): the order between them is not defined, but each
+        // room's order still is, by group.
         let mut expected: HashMap<String, Vec<String>> = HashMap::new();
-        for t in 0..20 {
-            let events: Vec<(String, String, String)> = (0..10)
-                .map(|i| {
-                    let n = t * 10 + i;
-                    (format!("$e{n}"), format!("!room{}:x", n % 4), format!("m{n}"))
+        for group in 0..5 {
+            let transactions: Vec<IncomingTransaction> = (0..4)
+                .map(|slot| {
+                    let t = group * 4 + slot;
+                    let events: Vec<(String, String, String)> = (0..10)
+                        .map(|i| {
+                            let n = t * 10 + i;
+                            let room = format!("!room{}:x", slot * 2 + i % 2);
+                            (format!("$e{n}"), room, format!("m{n}"))
+                        })
+                        .collect();
+                    for (_, room, body) in &events {
+                        expected.entry(room.clone()).or_default().push(body.clone());
+                    }
+                    let refs: Vec<(&str, &str, &str)> = events
+                        .iter()
+                        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+                        .collect();
+                    transaction(&format!("t{t}"), &refs)
                 })
                 .collect();
-            for (_, room, body) in &events {
-                expected.entry(room.clone()).or_default().push(body.clone());
-            }
-            let refs: Vec<(&str, &str, &str)> =
-                events.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
-            assert_eq!(send(&ingest, transaction(&format!("t{t}"), &refs)).await, Accepted::Stored);
+            let outcomes = join_all(transactions.into_iter().map(|txn| send(&ingest, txn))).await;
+            assert_eq!(outcomes, vec![Accepted::Stored; 4], "{}", db.backend);
         }
+        let commits = commit_count(&metrics);
+        assert!(
+            (1..20).contains(&commits),
+            "{}: {commits} commits for 20 transactions: none was shared",
+            db.backend
+        );
         // The homeserver retries a transaction: recognised, nothing handled again.
-        let again = transaction("t3", &[("$e30", "!room2:x", "m30")]);
+        let again = transaction("t3", &[("$e30", "!room6:x", "m30")]);
         assert_eq!(send(&ingest, again).await, Accepted::AlreadySeen);
 
         recorder.wait_for(200).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(recorder.handled.lock().unwrap().len(), 200, "{}", db.backend);
-        for (room, bodies) in &expected {
-            assert_eq!(&recorder.bodies_in(room), bodies, "{}: order in {room}", db.backend);
-        }
+        // Stopped, the ingest hands nothing more over: the count is final.
         shutdown.cancel();
         tasks.join().await;
-        assert!(store.pending_events().await.unwrap().is_empty(), "{}", db.backend);
+        assert_eq!(
+            recorder.handled.lock().unwrap().len(),
+            200,
+            "{}",
+            db.backend
+        );
+        for (room, bodies) in &expected {
+            assert_eq!(
+                &recorder.bodies_in(room),
+                bodies,
+                "{}: order in {room}",
+                db.backend
+            );
+        }
+        assert!(
+            store.pending_events().await.unwrap().is_empty(),
+            "{}",
+            db.backend
+        );
     }
 }
 
@@ -146,12 +202,20 @@ async fn a_retrying_event_holds_back_its_room_only_and_failures_are_recorded() {
     for db in both_backends().await.unwrap() {
         let store = Store::connect(&db.url, 8).await.unwrap();
         let recorder = Arc::new(Recorder::default());
-        recorder.retry_first.lock().unwrap().insert("flaky".into(), 2);
+        recorder
+            .retry_first
+            .lock()
+            .unwrap()
+            .insert("flaky".into(), 2);
         let shutdown = CancellationToken::new();
-        let (ingest, tasks) =
-            Ingest::start(store.clone(), recorder.clone(), Metrics::new(), shutdown.clone())
-                .await
-                .unwrap();
+        let (ingest, tasks) = Ingest::start(
+            store.clone(),
+            recorder.clone(),
+            Metrics::new(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
         let txn = transaction(
             "t1",
             &[
@@ -165,25 +229,43 @@ async fn a_retrying_event_holds_back_its_room_only_and_failures_are_recorded() {
         );
         send(&ingest, txn).await;
         recorder.wait_for(4).await;
-        assert_eq!(recorder.bodies_in("!slow:x"), vec!["flaky", "after flaky"], "{}", db.backend);
-        assert_eq!(recorder.bodies_in("!fast:x"), vec!["quick", "still here"], "{}", db.backend);
+        assert_eq!(
+            recorder.bodies_in("!slow:x"),
+            vec!["flaky", "after flaky"],
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            recorder.bodies_in("!fast:x"),
+            vec!["quick", "still here"],
+            "{}",
+            db.backend
+        );
         // The fast room finished first: the slow room's retries did not hold it back.
-        let order: Vec<String> = recorder.handled.lock().unwrap().iter().map(|h| h.1.clone()).collect();
+        let order: Vec<String> = recorder
+            .handled
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.1.clone())
+            .collect();
         assert_eq!(order[0], "quick", "{}", db.backend);
         shutdown.cancel();
         tasks.join().await;
 
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
-        let errors: Vec<(String,)> = sqlx::query_as(
-            "SELECT error FROM inbound_events WHERE error IS NOT NULL ORDER BY seq",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+        let errors: Vec<(String,)> =
+            sqlx::query_as("SELECT error FROM inbound_events WHERE error IS NOT NULL ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
         assert_eq!(
             errors,
-            vec![("unbridgeable".to_owned(),), ("the handler panicked".to_owned(),)],
+            vec![
+                ("unbridgeable".to_owned(),),
+                ("the handler panicked".to_owned(),)
+            ],
             "{}",
             db.backend
         );
@@ -196,12 +278,25 @@ async fn unhandled_events_are_handed_over_again_after_a_restart() {
         let store = Store::connect(&db.url, 8).await.unwrap();
         // First run: the handler keeps failing, as if the remote were down at shutdown.
         let stuck = Arc::new(Recorder::default());
-        stuck.retry_first.lock().unwrap().insert("first".into(), usize::MAX);
+        stuck
+            .retry_first
+            .lock()
+            .unwrap()
+            .insert("first".into(), usize::MAX);
         let shutdown = CancellationToken::new();
-        let (ingest, tasks) = Ingest::start(store.clone(), stuck.clone(), Metrics::new(), shutdown.clone())
-            .await
-            .unwrap();
-        send(&ingest, transaction("t1", &[("$1", "!r:x", "first"), ("$2", "!r:x", "second")])).await;
+        let (ingest, tasks) = Ingest::start(
+            store.clone(),
+            stuck.clone(),
+            Metrics::new(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        send(
+            &ingest,
+            transaction("t1", &[("$1", "!r:x", "first"), ("$2", "!r:x", "second")]),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         shutdown.cancel();
         tasks.join().await;
@@ -211,9 +306,14 @@ async fn unhandled_events_are_handed_over_again_after_a_restart() {
         // homeserver's retry of t1 is recognised; a new transaction follows them.
         let recorder = Arc::new(Recorder::default());
         let shutdown = CancellationToken::new();
-        let (ingest, tasks) = Ingest::start(store.clone(), recorder.clone(), Metrics::new(), shutdown.clone())
-            .await
-            .unwrap();
+        let (ingest, tasks) = Ingest::start(
+            store.clone(),
+            recorder.clone(),
+            Metrics::new(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
         let retry = transaction("t1", &[("$1", "!r:x", "first"), ("$2", "!r:x", "second")]);
         assert_eq!(send(&ingest, retry).await, Accepted::AlreadySeen);
         send(&ingest, transaction("t2", &[("$3", "!r:x", "third")])).await;

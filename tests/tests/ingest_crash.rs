@@ -6,13 +6,13 @@
 //! resend an acknowledged transaction, or race a request against a kill, on demand. The
 //! same bridge against a real Synapse is tested in `foundation_synapse.rs`.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use bridge_core::store::Store;
 use serde_json::json;
-use tokio::process::{Child, Command};
 use trestle_tests::databases::{TestDatabase, both_backends};
+use trestle_tests::probe::IngestProbe;
 use trestle_tests::process::free_port;
 use trestle_tests::run_dir;
 
@@ -20,42 +20,11 @@ const TOKEN: &str = "hs-token-for-the-crash-test";
 const TRANSACTIONS: usize = 60;
 const EVENTS_PER_TRANSACTION: usize = 20;
 const ROOMS: usize = 5;
-
-struct Probe {
-    database: String,
-    port: u16,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Probe {
-    async fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_ingest-probe"))
-            .args(["--database", &self.database, "--bind", &format!("127.0.0.1:{}", self.port)])
-            .args(["--hs-token", TOKEN, "--delay-ms", "2", "--log"])
-            .arg(&self.log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start ingest-probe");
-        self.child = Some(child);
-        let ready = format!("http://127.0.0.1:{}/health/ready", self.port);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if matches!(reqwest::get(&ready).await, Ok(r) if r.status().is_success()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("ingest-probe did not become ready");
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.start_kill().expect("SIGKILL the probe");
-            let _ = child.wait().await;
-        }
-    }
-}
+/// The handler's time per event: slow enough that events pile up between storing and
+/// handling even when the machine is loaded and the pushes slow down. At 2 ms as few as
+/// 30 of the 420 events stored by the first kill were still unhandled; at 10 ms over 300
+/// were, with both cores otherwise busy.
+const HANDLER_DELAY_MS: u64 = 10;
 
 fn transaction_body(t: usize) -> serde_json::Value {
     let events: Vec<_> = (0..EVENTS_PER_TRANSACTION)
@@ -90,73 +59,109 @@ async fn push_until_acknowledged(http: &reqwest::Client, port: u16, t: usize) {
     }
 }
 
-fn read_log(path: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split('\t');
-            Some((fields.next()?.to_owned(), fields.next()?.to_owned()))
-        })
-        .collect()
-}
-
 async fn kill_mid_burst_and_check(db: TestDatabase) {
     let log = run_dir().join(format!("crash-{}-{}.log", db.backend, std::process::id()));
-    let mut probe = Probe {
-        database: db.url.clone(),
-        port: free_port().unwrap(),
-        log: log.clone(),
-        child: None,
-    };
-    probe.start().await;
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_ingest-probe"));
+    let mut probe = IngestProbe::new(
+        binary,
+        &db.url,
+        free_port().unwrap(),
+        TOKEN,
+        &log,
+        HANDLER_DELAY_MS,
+    );
+    probe.start().await.unwrap();
     let http = reqwest::Client::new();
     for t in 0..TRANSACTIONS {
         if t == 40 {
             // Race a request against the kill: whether txn40 was stored is unknown, so
             // the homeserver retries it after the restart.
-            let request = push(&http, probe.port, t);
+            let request = push(&http, probe.port(), t);
             let kill = async {
                 tokio::time::sleep(Duration::from_millis(3)).await;
-                probe.kill().await;
+                probe.kill();
             };
             let _ = tokio::join!(request, kill);
-            probe.start().await;
+            probe.start().await.unwrap();
         }
-        push_until_acknowledged(&http, probe.port, t).await;
+        push_until_acknowledged(&http, probe.port(), t).await;
         if t == 20 {
-            // Acknowledged, with hundreds of events stored and not yet handled.
-            probe.kill().await;
-            probe.start().await;
+            // Acknowledged, so stored; with the handler's delay, hundreds are not handled
+            // yet, and the kill lands in the window a restart must redeliver.
+            let acknowledged = (t + 1) * EVENTS_PER_TRANSACTION;
+            let applied = probe.applied().unwrap().len();
+            assert!(
+                applied < acknowledged,
+                "{}: all {acknowledged} events were handled before the kill, so it tests \
+                 no redelivery",
+                db.backend
+            );
+            probe.kill();
+            probe.start().await.unwrap();
             // The homeserver repeats transactions it had been answered for.
             for repeat in 10..=20 {
-                push_until_acknowledged(&http, probe.port, repeat).await;
+                push_until_acknowledged(&http, probe.port(), repeat).await;
             }
         }
     }
 
     let total = TRANSACTIONS * EVENTS_PER_TRANSACTION;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read_log(&log).len() < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Anything extra would arrive now.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    probe.kill().await;
+    let all: Vec<String> = (0..total).map(|n| format!("$ev{n}")).collect();
+    probe
+        .wait_until_applied(&all, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Once stopped, the log is final: whatever would repeat has shown by now.
+    probe.stop().await.unwrap();
+    let deliveries = probe.deliveries().unwrap();
+    let handled = probe.applied().unwrap();
 
-    let handled = read_log(&log);
     let mut per_room: HashMap<String, Vec<usize>> = HashMap::new();
     for (room, event_id) in &handled {
         let n: usize = event_id.trim_start_matches("$ev").parse().unwrap();
         per_room.entry(room.clone()).or_default().push(n);
     }
-    assert_eq!(handled.len(), total, "{}: each event handled exactly once", db.backend);
+    assert_eq!(
+        handled.len(),
+        total,
+        "{}: each event handled exactly once",
+        db.backend
+    );
     for (room, numbers) in per_room {
         let expected: Vec<usize> = (0..total)
             .filter(|n| format!("!room{}:example.org", n % ROOMS) == room)
             .collect();
         assert_eq!(numbers, expected, "{}: order in {room}", db.backend);
     }
+
+    // The handler's skip of a redelivered event would hide the framework handing an event
+    // over twice; only a redelivery after a restart may repeat one.
+    let mut first_deliveries = HashSet::new();
+    for delivery in deliveries.iter().filter(|d| !d.redelivered) {
+        assert!(
+            first_deliveries.insert(delivery.event_id.as_str()),
+            "{}: {} handed over twice without the redelivered flag",
+            db.backend,
+            delivery.event_id
+        );
+    }
+    let redelivered = deliveries.iter().filter(|d| d.redelivered).count();
+    assert!(
+        redelivered > 0,
+        "{}: the kills caused no redelivery",
+        db.backend
+    );
+
+    // Nothing is left to hand over on a next start.
+    let store = Store::connect(&db.url, 2).await.unwrap();
+    let pending = store.pending_events().await.unwrap();
+    assert!(
+        pending.is_empty(),
+        "{}: {} events still pending",
+        db.backend,
+        pending.len()
+    );
+    store.close().await;
 }
 
 #[tokio::test]

@@ -9,11 +9,16 @@ use trestle_tests::databases::both_backends;
 fn row(txn: &str, event_id: Option<&str>, room: &str, body: &str) -> NewInboundRow {
     NewInboundRow {
         txn_id: txn.to_owned(),
-        kind: if event_id.is_some() { EventKind::Timeline } else { EventKind::Ephemeral },
+        kind: if event_id.is_some() {
+            EventKind::Timeline
+        } else {
+            EventKind::Ephemeral
+        },
         event_id: event_id.map(str::to_owned),
         room_id: Some(room.to_owned()),
         event_type: "m.room.message".to_owned(),
         content: format!(r#"{{"body":{body:?}}}"#),
+        rejected: None,
     }
 }
 
@@ -24,13 +29,21 @@ async fn migrations_apply_once_and_reconnecting_keeps_the_data() {
         let mut seq = store.max_inbound_seq().await.unwrap();
         assert_eq!(seq, 0, "{}", db.backend);
         store
-            .store_transactions(&[("t1".into(), vec![row("t1", Some("$a"), "!r:x", "one")])], &mut seq)
+            .store_transactions(
+                &[("t1".into(), vec![row("t1", Some("$a"), "!r:x", "one")])],
+                &mut seq,
+            )
             .await
             .unwrap();
         store.close().await;
         let again = Store::connect(&db.url, 4).await.unwrap();
         assert_eq!(again.max_inbound_seq().await.unwrap(), 1, "{}", db.backend);
-        assert_eq!(again.pending_events().await.unwrap().len(), 1, "{}", db.backend);
+        assert_eq!(
+            again.pending_events().await.unwrap().len(),
+            1,
+            "{}",
+            db.backend
+        );
     }
 }
 
@@ -51,58 +64,103 @@ async fn a_repeated_transaction_or_event_is_stored_once() {
                     // The same id again in the same batch: skipped whole.
                     ("t1".into(), first.clone()),
                     // A new transaction repeating one event and adding one.
-                    ("t2".into(), vec![row("t2", Some("$b"), "!r:x", "two"), row("t2", Some("$c"), "!r:x", "three")]),
+                    (
+                        "t2".into(),
+                        vec![
+                            row("t2", Some("$b"), "!r:x", "two"),
+                            row("t2", Some("$c"), "!r:x", "three"),
+                        ],
+                    ),
                 ],
                 &mut seq,
             )
             .await
             .unwrap();
-        assert_eq!(outcome.new_transactions, vec![true, false, true], "{}", db.backend);
+        assert_eq!(
+            outcome.new_transactions,
+            vec![true, false, true],
+            "{}",
+            db.backend
+        );
         let ids: Vec<_> = outcome.stored.iter().map(|e| e.event_id.clone()).collect();
         assert_eq!(
             ids,
-            vec![Some("$a".into()), Some("$b".into()), None, Some("$c".into())],
+            vec![
+                Some("$a".into()),
+                Some("$b".into()),
+                None,
+                Some("$c".into())
+            ],
             "{}",
             db.backend
         );
         // A later batch repeating t1 is recognised too.
-        let outcome = store.store_transactions(&[("t1".into(), first)], &mut seq).await.unwrap();
+        let outcome = store
+            .store_transactions(&[("t1".into(), first)], &mut seq)
+            .await
+            .unwrap();
         assert_eq!(outcome.new_transactions, vec![false], "{}", db.backend);
         assert!(outcome.stored.is_empty());
 
         let pending = store.pending_events().await.unwrap();
         assert_eq!(pending.len(), 4, "{}", db.backend);
         assert!(pending.iter().all(|e| e.redelivered));
-        assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq), "arrival order");
+        assert!(
+            pending.windows(2).all(|w| w[0].seq < w[1].seq),
+            "arrival order"
+        );
         assert_eq!(&*pending[0].content, r#"{"body":"one"}"#);
 
         store
-            .mark_handled(&[(pending[0].seq, None), (pending[1].seq, Some("gave up".into()))])
+            .mark_handled(&[
+                (pending[0].seq, None),
+                (pending[1].seq, Some("gave up".into())),
+            ])
             .await
             .unwrap();
-        let left: Vec<_> = store.pending_events().await.unwrap().iter().map(|e| e.seq).collect();
+        let left: Vec<_> = store
+            .pending_events()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
         assert_eq!(left, vec![pending[2].seq, pending[3].seq], "{}", db.backend);
     }
 }
 
+/// What the caller of a failed store sees: an error, the sequence where it was, nothing
+/// stored. The failure is a closed pool, so it comes before any statement runs; a commit
+/// that fails halfway (and must roll back) is not what this covers.
 #[tokio::test]
-async fn a_failed_commit_stores_nothing_and_does_not_advance_the_sequence() {
+async fn a_store_on_a_closed_pool_fails_before_storing_anything_and_keeps_the_sequence() {
     for db in both_backends().await.unwrap() {
         let store = Store::connect(&db.url, 4).await.unwrap();
         let mut seq = 0;
         store
-            .store_transactions(&[("t1".into(), vec![row("t1", Some("$a"), "!r:x", "one")])], &mut seq)
+            .store_transactions(
+                &[("t1".into(), vec![row("t1", Some("$a"), "!r:x", "one")])],
+                &mut seq,
+            )
             .await
             .unwrap();
         store.close().await;
         // A closed pool fails the next commit.
         let result = store
-            .store_transactions(&[("t2".into(), vec![row("t2", Some("$b"), "!r:x", "two")])], &mut seq)
+            .store_transactions(
+                &[("t2".into(), vec![row("t2", Some("$b"), "!r:x", "two")])],
+                &mut seq,
+            )
             .await;
         assert!(result.is_err(), "{}", db.backend);
         assert_eq!(seq, 1, "{}", db.backend);
         let store = Store::connect(&db.url, 4).await.unwrap();
-        assert_eq!(store.pending_events().await.unwrap().len(), 1, "{}", db.backend);
+        assert_eq!(
+            store.pending_events().await.unwrap().len(),
+            1,
+            "{}",
+            db.backend
+        );
     }
 }
 
@@ -141,7 +199,10 @@ async fn login_secrets_are_sealed_at_rest() {
             secret: Some("correct horse battery staple".into()),
         };
         store.save_login(&login, &secrets).await.unwrap();
-        let loaded = store.load_login("@alice:example.org", "irc:test", &secrets).await.unwrap();
+        let loaded = store
+            .load_login("@alice:example.org", "irc:test", &secrets)
+            .await
+            .unwrap();
         assert_eq!(loaded.as_ref(), Some(&login), "{}", db.backend);
 
         sqlx::any::install_default_drivers();
@@ -154,8 +215,22 @@ async fn login_secrets_are_sealed_at_rest() {
         assert!(!stored.contains("horse"), "{}: stored in clear", db.backend);
 
         let wrong_key = SecretBox::from_base64(&SecretBox::generate_key()).unwrap();
-        assert!(store.load_login("@alice:example.org", "irc:test", &wrong_key).await.is_err());
-        store.delete_login("@alice:example.org", "irc:test").await.unwrap();
-        assert_eq!(store.load_login("@alice:example.org", "irc:test", &secrets).await.unwrap(), None);
+        assert!(
+            store
+                .load_login("@alice:example.org", "irc:test", &wrong_key)
+                .await
+                .is_err()
+        );
+        store
+            .delete_login("@alice:example.org", "irc:test")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .load_login("@alice:example.org", "irc:test", &secrets)
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

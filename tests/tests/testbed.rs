@@ -76,7 +76,12 @@ async fn inspircd_services_register_an_account_that_logs_in_with_sasl() {
     assert_eq!(account.params[2], "saslsmoke");
 
     let wrong = IrcClient::connect_with_sasl(ircd.port(), "saslbad", "saslsmoke", "wrong").await;
-    assert!(wrong.is_err(), "a wrong password must not log in");
+    // 904 ERR_SASLFAIL: refused for the password, not for some other reason.
+    match wrong {
+        Err(Error::Sasl { numeric, .. }) => assert_eq!(numeric, "904", "a wrong password"),
+        Err(other) => panic!("a wrong password must fail SASL with 904, got: {other}"),
+        Ok(_) => panic!("a wrong password must not log in"),
+    }
 }
 
 #[tokio::test]

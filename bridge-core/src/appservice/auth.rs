@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::AppState;
@@ -63,10 +64,15 @@ pub(crate) fn check(
         return Err(MatrixError::missing_token());
     };
     // Fold every comparison into one `Choice` so the time taken does not reveal which
-    // token failed, nor how many bytes of it were right.
-    let all_match = given
-        .iter()
-        .fold(Choice::from(1), |acc, token| acc & token.ct_eq(expected));
+    // token failed, nor how many bytes of it were right. Digests are compared, not the
+    // tokens: a slice comparison returns early on a length mismatch, which would reveal
+    // the secret's length.
+    let expected_digest = Sha256::digest(expected);
+    let all_match = given.iter().fold(Choice::from(1), |acc, token| {
+        acc & Sha256::digest(token)
+            .as_slice()
+            .ct_eq(expected_digest.as_slice())
+    });
     if bool::from(all_match) {
         return Ok(());
     }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::MatrixError;
 use super::extract::{PathParam, read_body};
-use crate::metrics::{EventLabels, TransactionLabels};
+use crate::metrics::TransactionLabels;
 use crate::transaction::{Accepted, BodyError, IncomingTransaction, TransactionBody};
 
 /// Handles one pushed transaction.
@@ -29,17 +29,13 @@ pub(crate) async fn put_transaction(
     }
     let txn_id = OwnedTransactionId::from(txn_id);
     let bytes = read_body(&headers, body, state.body_limit).await?;
-    let (body, envelopes) = TransactionBody::parse(&bytes).map_err(|error| match error {
+    let body = TransactionBody::parse(&bytes).map_err(|error| match error {
         BodyError::NotJson(error) => {
             MatrixError::not_json(format!("the body is not JSON: {error}"))
         }
         BodyError::BadJson(message) => MatrixError::bad_json(message),
     })?;
-    let event_labels: Vec<EventLabels> = envelopes
-        .iter()
-        .map(|envelope| EventLabels::for_type(&envelope.event_type))
-        .collect();
-    let event_count = envelopes.len();
+    let event_count = body.events.len();
 
     // The sink runs in its own task so that a homeserver hanging up mid-request cannot
     // cancel a commit halfway; the homeserver's retry then finds it stored.
@@ -48,30 +44,26 @@ pub(crate) async fn put_transaction(
         txn_id: txn_id.clone(),
         body,
     };
-    let outcome = tokio::spawn(async move { sink.accept(transaction, envelopes).await })
+    let outcome = tokio::spawn(async move { sink.accept(transaction).await })
         .await
         .map_err(|join_error| join_error.to_string())
         .and_then(|result| result.map_err(|sink_error| sink_error.to_string()));
 
     match outcome {
         Ok(Accepted::Stored) => {
+            // The ingest counts the events it stored (after removing repeats).
             count_transaction(&state, "stored");
-            // Counted only when new, so a retried transaction does not count its
-            // events twice.
-            for labels in &event_labels {
-                state.metrics.events_received.get_or_create(labels).inc();
-            }
-            tracing::debug!(%txn_id, events = event_count, "transaction stored");
+            tracing::debug!(?txn_id, events = event_count, "transaction stored");
             Ok(Json(json!({})))
         }
         Ok(Accepted::AlreadySeen) => {
             count_transaction(&state, "duplicate");
-            tracing::debug!(%txn_id, "transaction seen before");
+            tracing::debug!(?txn_id, "transaction seen before");
             Ok(Json(json!({})))
         }
         Err(error) => {
             count_transaction(&state, "failed");
-            tracing::error!(%txn_id, %error, "could not accept a transaction");
+            tracing::error!(?txn_id, %error, "could not accept a transaction");
             Err(MatrixError::internal(
                 "the transaction could not be stored; retry later",
             ))

@@ -556,6 +556,15 @@ fn check_bot_user_id(
     }
 }
 
+/// Whether `text` has the shape of a URL scheme (RFC 3986), so that naming it in a message
+/// cannot leak the rest of a malformed URL.
+fn is_url_scheme(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
 fn check_database(
     raw: RawDatabase,
     bridge: &BridgeInfo,
@@ -572,7 +581,7 @@ fn check_database(
             Some(scheme) if matches!(scheme.as_str(), "sqlite" | "postgres" | "postgresql") => {
                 Some(SecretString::new(url))
             }
-            Some(scheme) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
+            Some(scheme) if is_url_scheme(&scheme) => {
                 problems.push(
                     "database.url",
                     format!("unsupported database `{scheme}`; use sqlite://FILE?mode=rwc or postgres://..."),

@@ -9,6 +9,10 @@
 //!   retrying with backoff while the handler asks to; rooms run in parallel;
 //! - the marker records handled events in batches.
 //!
+//! A malformed event is recorded as failed rather than refusing its transaction, and a
+//! transaction the database refuses fails alone: a refused transaction is retried by the
+//! homeserver forever and would hold back everything behind it.
+//!
 //! After a crash, rows not yet marked are dispatched again at start, flagged
 //! [`StoredEvent::redelivered`]: the homeserver's retry of the same transaction is
 //! recognised by its id and not stored twice, so nothing is lost or doubled, and the only
@@ -26,29 +30,26 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{EventLabels, Metrics};
 use crate::store::{NewInboundRow, Store, StoreError, StoredEvent, now_ms};
-use crate::transaction::{
-    Accepted, EventEnvelope, IncomingTransaction, SinkError, TransactionSink,
-};
+use crate::transaction::{Accepted, IncomingTransaction, SinkError, TransactionSink};
 
 pub use worker::{EventHandler, HandleError};
 
 /// How long handled events and transaction ids are kept to recognise repeats.
 const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often old rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The most transactions stored in one commit.
 const MAX_BATCH: usize = 512;
+/// How long room workers may take to finish the event in hand at shutdown; past it, the
+/// event is left unrecorded and handed over again at the next start.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 struct WriteRequest {
     txn_id: String,
     rows: Vec<NewInboundRow>,
     reply: oneshot::Sender<Result<Accepted, SinkError>>,
-}
-
-/// The endpoint's side of the ingest: stores transactions and waits for the commit.
-#[derive(Debug, Clone)]
-pub struct Ingest {
-    requests: mpsc::Sender<WriteRequest>,
 }
 
 impl std::fmt::Debug for WriteRequest {
@@ -57,6 +58,12 @@ impl std::fmt::Debug for WriteRequest {
             .field("txn_id", &self.txn_id)
             .finish()
     }
+}
+
+/// The endpoint's side of the ingest: stores transactions and waits for the commit.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    requests: mpsc::Sender<WriteRequest>,
 }
 
 /// The running ingest tasks; awaiting it waits until they stopped after `shutdown`.
@@ -81,11 +88,7 @@ impl Ingest {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<(Ingest, IngestTasks), StoreError> {
-        let cutoff = now_ms() - i64::try_from(RETENTION.as_millis()).unwrap_or(i64::MAX);
-        let pruned = store.prune_inbound(cutoff).await?;
-        if pruned > 0 {
-            tracing::info!(pruned, "forgot handled events past the retention horizon");
-        }
+        prune(&store).await?;
         let next_seq = store.max_inbound_seq().await?;
         let pending = store.pending_events().await?;
         if !pending.is_empty() {
@@ -97,7 +100,13 @@ impl Ingest {
 
         let mut tasks = JoinSet::new();
         let (marks, marks_rx) = mpsc::unbounded_channel();
-        tasks.spawn(worker::run_marker(store.clone(), marks_rx, metrics.clone()));
+        tasks.spawn(worker::run_marker(
+            store.clone(),
+            marks_rx,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(run_pruner(store.clone(), shutdown.clone()));
         let mut dispatcher = Dispatcher {
             rooms: HashMap::new(),
             handler,
@@ -105,32 +114,33 @@ impl Ingest {
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             workers: JoinSet::new(),
+            last_dispatched: next_seq,
         };
         for event in pending {
             dispatcher.dispatch(event);
         }
 
         let (requests, requests_rx) = mpsc::channel(4 * MAX_BATCH);
-        tasks.spawn(run_writer(
+        let writer = Writer {
             store,
-            requests_rx,
             dispatcher,
             next_seq,
             metrics,
-            shutdown,
-        ));
+        };
+        tasks.spawn(writer.run(requests_rx, shutdown));
         Ok((Ingest { requests }, IngestTasks { tasks }))
+    }
+
+    /// Whether transactions are still taken (false once the writer has stopped).
+    pub fn is_accepting(&self) -> bool {
+        !self.requests.is_closed()
     }
 }
 
 #[async_trait]
 impl TransactionSink for Ingest {
-    async fn accept(
-        &self,
-        transaction: IncomingTransaction,
-        envelopes: Vec<EventEnvelope>,
-    ) -> Result<Accepted, SinkError> {
-        let rows = rows::rows_of(&transaction, &envelopes);
+    async fn accept(&self, transaction: IncomingTransaction) -> Result<Accepted, SinkError> {
+        let rows = rows::rows_of(&transaction);
         let (reply, answer) = oneshot::channel();
         let request = WriteRequest {
             txn_id: transaction.txn_id.to_string(),
@@ -155,91 +165,200 @@ struct Dispatcher {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     workers: JoinSet<()>,
+    /// The highest `seq` handed to a worker: rows above it were never dispatched.
+    last_dispatched: i64,
 }
 
 impl Dispatcher {
     fn dispatch(&mut self, event: StoredEvent) {
         self.metrics.ingest_pending.inc();
+        self.last_dispatched = self.last_dispatched.max(event.seq);
         // Events without a room (presence, to-device, device lists) share one queue.
         let key = event.room_id.clone().unwrap_or_default();
-        let queue = self.rooms.entry(key).or_insert_with(|| {
-            let (queue, events) = mpsc::unbounded_channel();
-            self.workers.spawn(worker::run_room(
-                events,
-                self.handler.clone(),
-                self.marks.clone(),
-                self.metrics.clone(),
-                self.shutdown.clone(),
-            ));
-            queue
-        });
-        // A worker only stops at shutdown, when nothing more is dispatched.
+        let event = match self.rooms.get(&key) {
+            None => event,
+            Some(queue) => match queue.send(event) {
+                Ok(()) => return,
+                // The room's worker is gone (it cannot record marks any more): replace it.
+                Err(mpsc::error::SendError(event)) => {
+                    tracing::error!(room = %key, "a room worker stopped; starting a new one");
+                    event
+                }
+            },
+        };
+        let (queue, events) = mpsc::unbounded_channel();
+        self.workers.spawn(worker::run_room(
+            events,
+            self.handler.clone(),
+            self.marks.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        ));
+        // The receiver was just created and is held by the new worker.
         let _ = queue.send(event);
+        self.rooms.insert(key, queue);
     }
 
     async fn stop(mut self) {
         self.rooms.clear();
-        while self.workers.join_next().await.is_some() {}
+        let all_stopped = async { while self.workers.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_DEADLINE, all_stopped)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "handlers still busy at shutdown; their events will be handed over again"
+            );
+            self.workers.abort_all();
+        }
     }
 }
 
-async fn run_writer(
+/// Stores batches of transactions and dispatches what they added.
+struct Writer {
     store: Store,
-    mut requests: mpsc::Receiver<WriteRequest>,
-    mut dispatcher: Dispatcher,
-    mut next_seq: i64,
+    dispatcher: Dispatcher,
+    next_seq: i64,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            request = requests.recv() => request,
-            () = shutdown.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<WriteRequest>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                request = requests.recv() => request,
+                () = shutdown.cancelled() => None,
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if let Err(error) = self.store_and_answer(&mut batch).await {
+                // A batch fails as a whole; store its transactions one by one so that one
+                // the database refuses fails alone.
+                tracing::warn!(%error, size = batch.len(), "storing a batch failed");
+                if batch.len() > 1 {
+                    for request in batch {
+                        let mut single = vec![request];
+                        if let Err(error) = self.store_and_answer(&mut single).await {
+                            self.refuse(single, &error);
+                        }
+                    }
+                } else {
+                    self.refuse(batch, &error);
+                }
             }
         }
+        // Refuse what is still queued: the homeserver retries it after the restart.
+        requests.close();
+        while let Some(request) = requests.recv().await {
+            let _ = request
+                .reply
+                .send(Err(SinkError("the bridge is shutting down".into())));
+        }
+        self.dispatcher.stop().await;
+    }
+
+    /// Stores a batch in one commit, answers each request, and dispatches the new rows.
+    /// On failure nothing is answered and the batch is left to the caller.
+    async fn store_and_answer(&mut self, batch: &mut Vec<WriteRequest>) -> Result<(), StoreError> {
         let transactions: Vec<(String, Vec<NewInboundRow>)> = batch
             .iter_mut()
             .map(|r| (r.txn_id.clone(), std::mem::take(&mut r.rows)))
             .collect();
         let started = Instant::now();
-        match store.store_transactions(&transactions, &mut next_seq).await {
-            Ok(outcome) => {
-                metrics
-                    .commit_latency
-                    .observe(started.elapsed().as_secs_f64());
-                for (request, new) in batch.into_iter().zip(outcome.new_transactions) {
-                    let accepted = if new {
-                        Accepted::Stored
-                    } else {
-                        Accepted::AlreadySeen
-                    };
-                    let _ = request.reply.send(Ok(accepted));
-                }
-                for event in outcome.stored {
-                    dispatcher.dispatch(event);
-                }
-            }
+        let outcome = match self
+            .store
+            .store_transactions(&transactions, &mut self.next_seq)
+            .await
+        {
+            Ok(outcome) => outcome,
             Err(error) => {
-                tracing::error!(%error, "storing received transactions failed");
-                for request in batch {
-                    let _ = request.reply.send(Err(SinkError(error.to_string())));
+                // Give the rows back: the caller retries them one transaction at a time.
+                for (request, (_, rows)) in batch.iter_mut().zip(transactions) {
+                    request.rows = rows;
+                }
+                self.recover_after_failure().await;
+                return Err(error);
+            }
+        };
+        self.metrics
+            .commit_latency
+            .observe(started.elapsed().as_secs_f64());
+        for (request, new) in batch.drain(..).zip(outcome.new_transactions) {
+            let accepted = if new {
+                Accepted::Stored
+            } else {
+                Accepted::AlreadySeen
+            };
+            let _ = request.reply.send(Ok(accepted));
+        }
+        for event in outcome.stored {
+            self.metrics
+                .events_received
+                .get_or_create(&EventLabels::for_type(&event.event_type))
+                .inc();
+            self.dispatcher.dispatch(event);
+        }
+        Ok(())
+    }
+
+    /// After a failed commit, which may have been applied all the same: continue numbering
+    /// above whatever is stored, and dispatch rows that were stored but never dispatched.
+    async fn recover_after_failure(&mut self) {
+        if let Ok(max) = self.store.max_inbound_seq().await {
+            self.next_seq = self.next_seq.max(max);
+        }
+        match self
+            .store
+            .pending_events_after(self.dispatcher.last_dispatched)
+            .await
+        {
+            Ok(orphans) => {
+                for mut event in orphans {
+                    // Never handed over, so not a redelivery.
+                    event.redelivered = false;
+                    self.dispatcher.dispatch(event);
                 }
             }
+            // Still unreachable: they stay stored and are handled at the next start.
+            Err(error) => tracing::warn!(%error, "cannot check for rows of a failed commit"),
         }
     }
-    // Refuse what is still queued: the homeserver retries it after the restart.
-    requests.close();
-    while let Some(request) = requests.recv().await {
-        let _ = request
-            .reply
-            .send(Err(SinkError("the bridge is shutting down".into())));
+
+    fn refuse(&self, batch: Vec<WriteRequest>, error: &StoreError) {
+        tracing::error!(%error, "could not store a transaction; the homeserver will retry");
+        for request in batch {
+            let _ = request.reply.send(Err(SinkError(error.to_string())));
+        }
     }
-    dispatcher.stop().await;
+}
+
+async fn prune(store: &Store) -> Result<(), StoreError> {
+    let cutoff = now_ms() - i64::try_from(RETENTION.as_millis()).unwrap_or(i64::MAX);
+    let pruned = store.prune_inbound(cutoff).await?;
+    if pruned > 0 {
+        tracing::info!(pruned, "forgot handled events past the retention horizon");
+    }
+    Ok(())
+}
+
+async fn run_pruner(store: Store, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+        if let Err(error) = prune(&store).await {
+            tracing::warn!(%error, "pruning old events failed; will try again");
+        }
+    }
 }

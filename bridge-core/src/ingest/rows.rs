@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use crate::store::{EventKind, NewInboundRow};
-use crate::transaction::{EventEnvelope, IncomingTransaction};
+use crate::transaction::IncomingTransaction;
 
 /// The fields read from ephemeral data and to-device messages.
 #[derive(Deserialize)]
@@ -15,11 +15,9 @@ struct Header {
     room_id: Option<String>,
 }
 
-/// The rows of a transaction, in the order the homeserver sent them.
-pub(super) fn rows_of(
-    transaction: &IncomingTransaction,
-    envelopes: &[EventEnvelope],
-) -> Vec<NewInboundRow> {
+/// The rows of a transaction, in the order the homeserver sent them. A timeline event
+/// without a valid envelope becomes a rejected row: on record, never handed over.
+pub(super) fn rows_of(transaction: &IncomingTransaction) -> Vec<NewInboundRow> {
     let txn_id = transaction.txn_id.to_string();
     let body = &transaction.body;
     let row = |kind, event_id, room_id, event_type, content: &str| NewInboundRow {
@@ -29,16 +27,31 @@ pub(super) fn rows_of(
         room_id,
         event_type,
         content: content.to_owned(),
+        rejected: None,
     };
     let mut rows = Vec::with_capacity(body.events.len());
-    for (event, envelope) in body.events.iter().zip(envelopes) {
-        rows.push(row(
-            EventKind::Timeline,
-            Some(envelope.event_id.to_string()),
-            Some(envelope.room_id.to_string()),
-            envelope.event_type.clone(),
-            event.json().get(),
-        ));
+    for (event, envelope) in body.events.iter().zip(body.envelopes()) {
+        match envelope {
+            Ok(envelope) => rows.push(row(
+                EventKind::Timeline,
+                Some(envelope.event_id.to_string()),
+                Some(envelope.room_id.to_string()),
+                envelope.event_type,
+                event.json().get(),
+            )),
+            Err(reason) => {
+                tracing::warn!(txn_id = ?transaction.txn_id, %reason, "malformed event recorded, not handled");
+                let mut rejected = row(
+                    EventKind::Timeline,
+                    None,
+                    None,
+                    String::new(),
+                    event.json().get(),
+                );
+                rejected.rejected = Some(format!("malformed event: {reason}"));
+                rows.push(rejected);
+            }
+        }
     }
     for data in body.all_ephemeral() {
         let header = data.deserialize_as_unchecked::<Header>().ok();

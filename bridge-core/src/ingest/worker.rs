@@ -93,10 +93,13 @@ pub(super) async fn run_room(
 }
 
 /// Records handled events in batches, retrying a failed commit (the marks are kept).
+/// Once shutting down it stops retrying after a few attempts: unrecorded events are
+/// handed over again at the next start, flagged, which is safe; hanging is not.
 pub(super) async fn run_marker(
     store: Store,
     mut marks: mpsc::UnboundedReceiver<(i64, Option<String>)>,
     metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
 ) {
     let mut wait = FIRST_RETRY;
     // Runs until every room worker (each holds a sender) has stopped, then flushes.
@@ -108,6 +111,7 @@ pub(super) async fn run_marker(
                 break;
             }
         }
+        let mut attempts_left_at_shutdown = 3;
         loop {
             match store.mark_handled(&batch).await {
                 Ok(()) => {
@@ -117,9 +121,20 @@ pub(super) async fn run_marker(
                     wait = FIRST_RETRY;
                     break;
                 }
+                Err(error) if shutdown.is_cancelled() => {
+                    attempts_left_at_shutdown -= 1;
+                    if attempts_left_at_shutdown == 0 {
+                        tracing::warn!(%error, events = batch.len(), "could not record handled events before stopping; they will be handed over again");
+                        break;
+                    }
+                    tokio::time::sleep(FIRST_RETRY).await;
+                }
                 Err(error) => {
                     tracing::error!(%error, "recording handled events failed; retrying");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => {}
+                    }
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }

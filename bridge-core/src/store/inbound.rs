@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms, values_placeholders};
+use super::{Store, StoreError, fixed_size_chunks, now_ms, values_placeholders};
 
 /// What kind of data a row holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,9 @@ pub struct NewInboundRow {
     pub event_type: String,
     /// The JSON as received.
     pub content: String,
+    /// Why the row cannot be handled (a malformed event): it is stored as already
+    /// handled, with this as its error, so it is on record and holds nothing up.
+    pub rejected: Option<String>,
 }
 
 /// A stored row, as handed to the bridge.
@@ -89,8 +92,32 @@ pub struct BatchOutcome {
     pub stored: Vec<StoredEvent>,
 }
 
-/// Rows per multi-row INSERT: 8 parameters each stays well under SQLite's 32766 limit.
-const ROWS_PER_INSERT: usize = 1000;
+/// The longest error text stored.
+const MAX_ERROR_LEN: usize = 2000;
+
+/// A string as an indexed text column can hold it. PostgreSQL refuses NUL in text (SQLite
+/// takes it), and an id or type with one, from a malformed event or a path, would
+/// otherwise fail its whole batch again at every retry; the raw JSON keeps the original.
+fn column_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// An error reason as stored: column-safe and bounded.
+fn error_text(reason: &str) -> String {
+    let mut text = column_text(reason).into_owned();
+    if text.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
 
 impl Store {
     /// The highest `seq` stored, or 0.
@@ -104,7 +131,9 @@ impl Store {
     /// Stores the transactions of one batch in one database transaction: a transaction id
     /// seen before (or earlier in the batch) is skipped whole, an event id seen before is
     /// skipped, and every other row gets the next `seq` from `next_seq`. Nothing is
-    /// visible, and `next_seq` is not advanced, unless everything commits.
+    /// visible unless everything commits. `next_seq` advances even when the commit fails:
+    /// a commit can fail after the database applied it (the connection dropped), and the
+    /// next batch must not reuse those numbers; gaps are harmless.
     pub async fn store_transactions(
         &self,
         transactions: &[(String, Vec<NewInboundRow>)],
@@ -120,7 +149,7 @@ impl Store {
                 "INSERT INTO appservice_transactions (txn_id, received_at) VALUES ($1, $2) \
                  ON CONFLICT (txn_id) DO NOTHING",
             )
-            .bind(txn_id)
+            .bind(column_text(txn_id).as_ref())
             .bind(received_at)
             .execute(&mut *tx)
             .await?
@@ -135,37 +164,40 @@ impl Store {
             }
         }
 
+        *next_seq = seq;
         let mut inserted_seqs = std::collections::HashSet::new();
-        for chunk in candidates.chunks(ROWS_PER_INSERT) {
+        for chunk in fixed_size_chunks(&candidates) {
             let sql = format!(
-                "INSERT INTO inbound_events \
-                 (seq, txn_id, kind, event_id, room_id, event_type, content, received_at) \
+                "INSERT INTO inbound_events (seq, txn_id, kind, event_id, room_id, \
+                 event_type, content, received_at, handled_at, error) \
                  VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING seq",
-                values_placeholders(chunk.len(), 8)
+                values_placeholders(chunk.len(), 10)
             );
             // Only numbered placeholders are spliced in; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (seq, row) in chunk {
+                let rejected_at = row.rejected.as_ref().map(|_| received_at);
                 query = query
                     .bind(*seq)
-                    .bind(&row.txn_id)
+                    .bind(column_text(&row.txn_id).into_owned())
                     .bind(row.kind.as_str())
-                    .bind(row.event_id.as_deref())
-                    .bind(row.room_id.as_deref())
-                    .bind(&row.event_type)
+                    .bind(row.event_id.as_deref().map(|t| column_text(t).into_owned()))
+                    .bind(row.room_id.as_deref().map(|t| column_text(t).into_owned()))
+                    .bind(column_text(&row.event_type).into_owned())
                     .bind(&row.content)
-                    .bind(received_at);
+                    .bind(received_at)
+                    .bind(rejected_at)
+                    .bind(row.rejected.as_deref().map(error_text));
             }
             for returned in query.fetch_all(&mut *tx).await? {
                 inserted_seqs.insert(returned.try_get::<i64, _>("seq")?);
             }
         }
         tx.commit().await?;
-        *next_seq = seq;
 
         let stored = candidates
             .into_iter()
-            .filter(|(seq, _)| inserted_seqs.contains(seq))
+            .filter(|(seq, row)| inserted_seqs.contains(seq) && row.rejected.is_none())
             .map(|(seq, row)| StoredEvent {
                 seq,
                 kind: row.kind,
@@ -185,10 +217,17 @@ impl Store {
 
     /// Every stored row not yet handled, in arrival order, flagged as redelivered.
     pub async fn pending_events(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        self.pending_events_after(0).await
+    }
+
+    /// The stored rows not yet handled whose `seq` is above `after`, in arrival order,
+    /// flagged as redelivered.
+    pub async fn pending_events_after(&self, after: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, kind, event_id, room_id, event_type, content, received_at \
-             FROM inbound_events WHERE handled_at IS NULL ORDER BY seq",
+             FROM inbound_events WHERE handled_at IS NULL AND seq > $1 ORDER BY seq",
         )
+        .bind(after)
         .fetch_all(self.pool())
         .await?;
         rows.into_iter()
@@ -211,10 +250,28 @@ impl Store {
     pub async fn mark_handled(&self, done: &[(i64, Option<String>)]) -> Result<(), StoreError> {
         let handled_at = now_ms();
         let mut tx = self.pool().begin().await?;
-        for (seq, error) in done {
+        let succeeded: Vec<i64> = done
+            .iter()
+            .filter(|(_, error)| error.is_none())
+            .map(|(seq, _)| *seq)
+            .collect();
+        for chunk in fixed_size_chunks(&succeeded) {
+            let list = (2..chunk.len() + 2)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("UPDATE inbound_events SET handled_at = $1 WHERE seq IN ({list})");
+            // Only numbered placeholders are spliced in; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(handled_at);
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for (seq, error) in done.iter().filter(|(_, error)| error.is_some()) {
             sqlx::query("UPDATE inbound_events SET handled_at = $1, error = $2 WHERE seq = $3")
                 .bind(handled_at)
-                .bind(error.as_deref())
+                .bind(error.as_deref().map(error_text))
                 .bind(*seq)
                 .execute(&mut *tx)
                 .await?;

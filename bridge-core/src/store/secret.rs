@@ -59,8 +59,11 @@ impl SecretBox {
             msg: plaintext.as_bytes(),
             aad: context.as_bytes(),
         };
-        // Encryption with a valid key and nonce size cannot fail.
-        let sealed = self.cipher.encrypt(nonce, payload).unwrap_or_default();
+        #[allow(clippy::expect_used)]
+        let sealed = self
+            .cipher
+            .encrypt(nonce, payload)
+            .expect("XChaCha20-Poly1305 encryption with a valid key cannot fail");
         let mut bytes = nonce_bytes.to_vec();
         bytes.extend_from_slice(&sealed);
         format!("{FORMAT}{}", STANDARD.encode(bytes))
