@@ -2,7 +2,7 @@
 # Install what Trestle's integration tests run against (Debian/Ubuntu):
 #   - Debian packages: inspircd atheme-services ngircd prosody eatmydata postgresql
 #     (plus python3-venv when python3 is the system /usr/bin/python3);
-#   - a Python venv with a pinned matrix-synapse.
+#   - a Python venv with a pinned matrix-synapse, and one with a pinned schemathesis.
 #
 # Idempotent: when everything is present it prints nothing and takes well under 2 s.
 # On install it reports progress on stderr. Exit status non-zero on failure.
@@ -11,6 +11,7 @@
 #   tests/install-deps.sh                       ensure everything
 #   tests/install-deps.sh --print-synapse-venv  ensure everything, then print the
 #                                               venv path (only that, on stdout)
+#   tests/install-deps.sh --print-schemathesis-venv   likewise for the schemathesis venv
 #
 # Environment:
 #   TRESTLE_CACHE         cache root; default ${XDG_CACHE_HOME:-$HOME/.cache}/trestle.
@@ -24,6 +25,7 @@
 set -euo pipefail
 
 SYNAPSE_VERSION=1.163.2
+SCHEMATHESIS_VERSION=4.32.5
 DEB_PACKAGES=(inspircd atheme-services ngircd prosody eatmydata postgresql)
 
 die() { echo "install-deps: error: $*" >&2; exit 1; }
@@ -33,13 +35,14 @@ print_venv=0
 case "${1:-}" in
   "") ;;
   --print-synapse-venv) print_venv=1 ;;
+  --print-schemathesis-venv) print_venv=schemathesis ;;
   -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) die "unknown argument: $1 (try --help)" ;;
 esac
 
 cache="${TRESTLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/trestle}"
 venv="${TRESTLE_SYNAPSE_VENV:-$cache/synapse-$SYNAPSE_VERSION}"
-marker="$venv/.trestle-installed"
+schemathesis_venv="$cache/schemathesis-$SCHEMATHESIS_VERSION"
 
 command -v python3 >/dev/null || die "python3 not found on PATH"
 # Debian's own python needs python3-venv for `python3 -m venv`.
@@ -89,32 +92,44 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
 fi
 
-# ---- Synapse venv -----------------------------------------------------------
-venv_ok() { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import synapse' 2>/dev/null; }
-
-if [ ! -f "$marker" ]; then
-  if [ -n "${TRESTLE_SYNAPSE_VENV:-}" ] && [ -e "$venv" ]; then
-    # A venv supplied by the user: use it if it works, never delete it.
-    venv_ok || die "TRESTLE_SYNAPSE_VENV=$venv has no working Synapse"
-  else
-    mkdir -p "$(dirname "$venv")"
-    # Two test processes may race here: serialize on a lock next to the venv.
-    exec 9>"$venv.lock"
-    flock 9
-    if [ ! -f "$marker" ]; then
-      say "creating Synapse $SYNAPSE_VERSION venv in $venv (about 20-60 s)"
-      rm -rf "$venv"   # a half-built venv (no marker) is redone from scratch
-      python3 -m venv "$venv" >&2 || die "python3 -m venv $venv failed"
-      "$venv/bin/pip" install --disable-pip-version-check -q "matrix-synapse==$SYNAPSE_VERSION" >&2 \
-        || { rm -rf "$venv"; die "pip install matrix-synapse==$SYNAPSE_VERSION failed"; }
-      venv_ok || { rm -rf "$venv"; die "Synapse venv $venv does not import synapse"; }
-      echo "matrix-synapse==$SYNAPSE_VERSION" > "$marker"
-      say "Synapse venv ready: $venv"
-    fi
-    exec 9>&-
+# ---- Python venvs -------------------------------------------------------------
+# ensure_venv DIR REQUIREMENT MODULE: a venv in DIR holding REQUIREMENT (pinned), checked by
+# importing MODULE. A marker is written only after a complete install, so a half-built
+# venv is redone; a lock serializes two test processes racing here.
+ensure_venv() {
+  local dir=$1 requirement=$2 module=$3
+  local marker="$dir/.trestle-installed"
+  [ -f "$marker" ] && return 0
+  mkdir -p "$(dirname "$dir")"
+  exec 9>"$dir.lock"
+  flock 9
+  if [ ! -f "$marker" ]; then
+    say "creating a venv with $requirement in $dir (about 20-60 s)"
+    rm -rf "$dir"
+    python3 -m venv "$dir" >&2 || die "python3 -m venv $dir failed"
+    "$dir/bin/pip" install --disable-pip-version-check -q "$requirement" >&2 \
+      || { rm -rf "$dir"; die "pip install $requirement failed"; }
+    "$dir/bin/python" -c "import $module" 2>/dev/null \
+      || { rm -rf "$dir"; die "the venv $dir does not import $module"; }
+    echo "$requirement" > "$marker"
+    say "venv ready: $dir"
   fi
-fi
+  exec 9>&-
+}
 
+if [ -n "${TRESTLE_SYNAPSE_VENV:-}" ] && [ -e "$venv" ]; then
+  # A venv supplied by the user: use it if it works, never delete it.
+  [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import synapse' 2>/dev/null \
+    || die "TRESTLE_SYNAPSE_VENV=$venv has no working Synapse"
+else
+  ensure_venv "$venv" "matrix-synapse==$SYNAPSE_VERSION" synapse
+fi
+# Schemathesis checks the appservice endpoint against the spec's OpenAPI files.
+ensure_venv "$schemathesis_venv" "schemathesis==$SCHEMATHESIS_VERSION" schemathesis
+
+if [ "$print_venv" = schemathesis ]; then
+  echo "$schemathesis_venv"
+fi
 if [ "$print_venv" = 1 ]; then
   echo "$venv"
 fi

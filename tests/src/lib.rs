@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 
 pub use inspircd::InspIrcd;
 pub use ngircd::Ngircd;
-pub use paths::{run_dir, workspace_root};
+pub use paths::{run_dir, schemathesis_venv, workspace_root};
 pub use postgres::Postgres;
 pub use prosody::Prosody;
 

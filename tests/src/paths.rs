@@ -17,8 +17,9 @@ pub fn workspace_root() -> &'static Path {
 }
 
 /// The folder this test process keeps its servers in: `$TRESTLE_TESTBED_DIR/<pid>` (default
-/// `/tmp/trestle-testbed/<pid>`). Folders of processes that are gone are removed on first
-/// use, so the logs of a failed run stay until the next run.
+/// `/tmp/trestle-testbed/<pid>`). Folders of processes that are gone and untouched for an
+/// hour are removed on first use: the next test binary of the same run starts at once,
+/// and must not take a failed test's logs away before anyone reads them.
 pub fn run_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -41,7 +42,13 @@ fn remove_stale_runs(base: &Path) {
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|idle| idle > std::time::Duration::from_secs(3600));
+        if idle && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -59,19 +66,29 @@ pub(crate) fn server_dir(kind: &str) -> Result<PathBuf> {
 /// The Python venv holding matrix-synapse: `$TRESTLE_SYNAPSE_VENV`, else what
 /// `tests/install-deps.sh --print-synapse-venv` names.
 pub(crate) fn synapse_venv() -> Result<PathBuf> {
-    if let Some(venv) = std::env::var_os("TRESTLE_SYNAPSE_VENV") {
-        return Ok(PathBuf::from(venv));
+    match std::env::var_os("TRESTLE_SYNAPSE_VENV") {
+        Some(venv) => Ok(PathBuf::from(venv)),
+        None => installed_venv("synapse"),
     }
+}
+
+/// The Python venv holding schemathesis, as `tests/install-deps.sh` names it.
+pub fn schemathesis_venv() -> Result<PathBuf> {
+    installed_venv("schemathesis")
+}
+
+/// The venv `tests/install-deps.sh --print-<name>-venv` names (installing it if missing).
+fn installed_venv(name: &str) -> Result<PathBuf> {
     let script = workspace_root().join("tests/install-deps.sh");
     let output = std::process::Command::new("bash")
         .arg(&script)
-        .arg("--print-synapse-venv")
+        .arg(format!("--print-{name}-venv"))
         .output()
         .map_err(Error::io(format!("running {}", script.display())))?;
     let venv = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     if !output.status.success() || !venv.join("bin/python").exists() {
         return Err(Error::Missing(format!(
-            "no Synapse venv at {:?}",
+            "no {name} venv at {:?}",
             venv.display()
         )));
     }

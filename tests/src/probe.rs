@@ -152,7 +152,13 @@ impl IngestProbe {
         let deadline = Instant::now() + timeout;
         loop {
             let applied: HashSet<String> = self.applied()?.into_iter().map(|(_, id)| id).collect();
-            let missing = event_ids.iter().filter(|id| !applied.contains(*id)).count();
+            let missing_at: Vec<usize> = event_ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| !applied.contains(*id))
+                .map(|(index, _)| index)
+                .collect();
+            let missing = missing_at.len();
             if missing == 0 {
                 return Ok(());
             }
@@ -167,7 +173,12 @@ impl IngestProbe {
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
-                    what: format!("{missing} of {} events to be applied", event_ids.len()),
+                    what: format!(
+                        "{missing} of {} events to be applied (missing at positions {missing_at:?}; \
+                         log {})",
+                        event_ids.len(),
+                        self.log.display()
+                    ),
                     seconds: timeout.as_secs_f64(),
                 });
             }

@@ -333,3 +333,59 @@ async fn unhandled_events_are_handed_over_again_after_a_restart() {
         tasks.join().await;
     }
 }
+
+/// Synapse numbers its transactions, and a race in its scheduler can leave one unsent:
+/// a transaction after a gap is refused (so Synapse's recoverer resends the missing one
+/// first) and accepted once the gap is filled, keeping the room's order.
+#[tokio::test]
+async fn a_transaction_after_a_gap_in_the_numbering_waits_for_the_missing_one() {
+    let db = trestle_tests::databases::fresh_sqlite();
+    let store = Store::connect(&db.url, 8).await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let (ingest, tasks) = Ingest::start(
+        store.clone(),
+        recorder.clone(),
+        Metrics::new(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let accept = |txn: &str, id: &str, body: &str| {
+        let ingest = ingest.clone();
+        let txn = transaction(txn, &[(id, "!r:x", body)]);
+        async move { ingest.accept(txn).await }
+    };
+    assert!(accept("1", "$1", "one").await.is_ok());
+    assert!(accept("2", "$2", "two").await.is_ok());
+    // 3 was never sent: 4 is refused, again on retry.
+    assert!(accept("4", "$4", "four").await.is_err());
+    assert!(accept("4", "$4", "four").await.is_err());
+    // The homeserver's recoverer sends 3, then 4.
+    assert_eq!(accept("3", "$3", "three").await.unwrap(), Accepted::Stored);
+    assert_eq!(accept("4", "$4", "four").await.unwrap(), Accepted::Stored);
+    recorder.wait_for(4).await;
+    shutdown.cancel();
+    tasks.join().await;
+    assert_eq!(
+        recorder.bodies_in("!r:x"),
+        vec!["one", "two", "three", "four"]
+    );
+
+    // After a restart the numbering is remembered from the store.
+    let shutdown = CancellationToken::new();
+    let (ingest, tasks) = Ingest::start(
+        store.clone(),
+        recorder.clone(),
+        Metrics::new(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let refused = ingest
+        .accept(transaction("6", &[("$6", "!r:x", "six")]))
+        .await;
+    assert!(refused.is_err(), "5 is missing after the restart too");
+    shutdown.cancel();
+    tasks.join().await;
+}

@@ -44,6 +44,10 @@ fn parse(bytes: &[u8]) -> Result<PingBody, MatrixError> {
     if !value.is_object() {
         return Err(MatrixError::bad_json("the body is not a JSON object"));
     }
+    // `Option<String>` would read an explicit null as absent; the spec types it a string.
+    if value.get("transaction_id").is_some_and(Value::is_null) {
+        return Err(MatrixError::bad_json("transaction_id must be a string"));
+    }
     serde_json::from_value(value)
         .map_err(|error| MatrixError::bad_json(format!("not a ping: {error}")))
 }
@@ -70,5 +74,6 @@ mod tests {
         assert_eq!(errcode(b"{"), Some("M_NOT_JSON"));
         assert_eq!(errcode(br#"["t1"]"#), Some("M_BAD_JSON"));
         assert_eq!(errcode(br#"{"transaction_id": 3}"#), Some("M_BAD_JSON"));
+        assert_eq!(errcode(br#"{"transaction_id": null}"#), Some("M_BAD_JSON"));
     }
 }

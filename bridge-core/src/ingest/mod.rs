@@ -13,11 +13,18 @@
 //! transaction the database refuses fails alone: a refused transaction is retried by the
 //! homeserver forever and would hold back everything behind it.
 //!
+//! Synapse numbers its transactions 1, 2, 3... and a race in its scheduler can leave one
+//! unsent for good after a recovery (its recoverer only ever sends the oldest unsent one,
+//! and only while recovering). A transaction arriving after a gap is therefore refused for
+//! a while: the refusal starts Synapse's recoverer, which sends the missing transaction
+//! first, then the refused one, in order. See [`gap`].
+//!
 //! After a crash, rows not yet marked are dispatched again at start, flagged
 //! [`StoredEvent::redelivered`]: the homeserver's retry of the same transaction is
 //! recognised by its id and not stored twice, so nothing is lost or doubled, and the only
 //! event a handler can see twice is one it finished just before the crash, flagged so.
 
+pub mod gap;
 mod rows;
 mod worker;
 
@@ -120,12 +127,14 @@ impl Ingest {
             dispatcher.dispatch(event);
         }
 
+        let gaps = gap::GapWatch::new(store.last_transaction_id().await?.as_deref());
         let (requests, requests_rx) = mpsc::channel(4 * MAX_BATCH);
         let writer = Writer {
             store,
             dispatcher,
             next_seq,
             metrics,
+            gaps,
         };
         tasks.spawn(writer.run(requests_rx, shutdown));
         Ok((Ingest { requests }, IngestTasks { tasks }))
@@ -220,6 +229,7 @@ struct Writer {
     dispatcher: Dispatcher,
     next_seq: i64,
     metrics: Arc<Metrics>,
+    gaps: gap::GapWatch,
 }
 
 impl Writer {
@@ -240,6 +250,10 @@ impl Writer {
                     Ok(request) => batch.push(request),
                     Err(_) => break,
                 }
+            }
+            batch = self.refuse_after_gaps(batch);
+            if batch.is_empty() {
+                continue;
             }
             if let Err(error) = self.store_and_answer(&mut batch).await {
                 // A batch fails as a whole; store its transactions one by one so that one
@@ -294,6 +308,9 @@ impl Writer {
             .commit_latency
             .observe(started.elapsed().as_secs_f64());
         for (request, new) in batch.drain(..).zip(outcome.new_transactions) {
+            if new {
+                self.gaps.stored(&request.txn_id);
+            }
             let accepted = if new {
                 Accepted::Stored
             } else {
@@ -332,6 +349,24 @@ impl Writer {
             // Still unreachable: they stay stored and are handled at the next start.
             Err(error) => tracing::warn!(%error, "cannot check for rows of a failed commit"),
         }
+    }
+
+    /// Answers the transactions that follow a gap in the homeserver's numbering with an
+    /// error, so that it resends the missing one first; returns the others.
+    fn refuse_after_gaps(&mut self, batch: Vec<WriteRequest>) -> Vec<WriteRequest> {
+        let mut kept = Vec::with_capacity(batch.len());
+        for request in batch {
+            match self.gaps.check(&request.txn_id, Instant::now()) {
+                gap::Verdict::Accept => kept.push(request),
+                gap::Verdict::WaitFor(missing) => {
+                    tracing::warn!(txn_id = ?request.txn_id, missing, "a transaction is missing before this one; refusing it so the homeserver resends the missing one first");
+                    let _ = request.reply.send(Err(SinkError(format!(
+                        "transaction {missing} was never received; send it first"
+                    ))));
+                }
+            }
+        }
+        kept
     }
 
     fn refuse(&self, batch: Vec<WriteRequest>, error: &StoreError) {

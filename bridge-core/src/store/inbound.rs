@@ -215,6 +215,16 @@ impl Store {
         })
     }
 
+    /// The id of the transaction received last, if any.
+    pub async fn last_transaction_id(&self) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT txn_id FROM appservice_transactions ORDER BY received_at DESC LIMIT 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("txn_id")).transpose()?)
+    }
+
     /// Every stored row not yet handled, in arrival order, flagged as redelivered.
     pub async fn pending_events(&self) -> Result<Vec<StoredEvent>, StoreError> {
         self.pending_events_after(0).await

@@ -98,6 +98,11 @@ impl EventHandler for LoggingHandler {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Warnings (a refused transaction, a retried event) go to the probe's output file.
+    tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .init();
     let previous = std::fs::read_to_string(&args.log).unwrap_or_default();
     let seen = previous
         .lines()
