@@ -89,6 +89,9 @@ pub struct Metrics {
     pub events_handled: Family<EventLabels, Counter>,
     /// Events stored and not yet handled.
     pub ingest_pending: Gauge,
+    /// Events in the room queues in memory (at most the ingest's limit; the rest of the
+    /// pending events wait in the database).
+    pub ingest_queued: Gauge,
     /// Seconds from a transaction's arrival to its event being handled.
     pub handling_latency: Histogram,
     /// Seconds a durable commit of received transactions took.
@@ -129,6 +132,12 @@ impl Metrics {
             "Events stored durably and not yet handled",
             ingest_pending.clone(),
         );
+        let ingest_queued = Gauge::default();
+        registry.register(
+            "ingest_queued",
+            "Events waiting in the room queues in memory",
+            ingest_queued.clone(),
+        );
         let handling_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "handling_latency_seconds",
@@ -148,6 +157,7 @@ impl Metrics {
             events_received,
             events_handled,
             ingest_pending,
+            ingest_queued,
             handling_latency,
             commit_latency,
         })

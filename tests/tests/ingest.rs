@@ -389,3 +389,147 @@ async fn a_transaction_after_a_gap_in_the_numbering_waits_for_the_missing_one() 
     shutdown.cancel();
     tasks.join().await;
 }
+
+/// Handles nothing until the gate opens, then records like [`Recorder`].
+struct Gated {
+    open: tokio::sync::watch::Receiver<bool>,
+    recorder: Recorder,
+}
+
+#[async_trait]
+impl EventHandler for Gated {
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandleError> {
+        let mut open = self.open.clone();
+        let _ = open.wait_for(|open| *open).await;
+        self.recorder.handle(event).await
+    }
+}
+
+/// Stores `transactions` x 500 events over 10 rooms; returns the expected order per room.
+async fn store_backlog(
+    ingest: &Ingest,
+    prefix: &str,
+    transactions: usize,
+) -> HashMap<String, Vec<String>> {
+    let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+    for t in 0..transactions {
+        let events: Vec<(String, String, String)> = (0..500)
+            .map(|i| {
+                let n = t * 500 + i;
+                (
+                    format!("${prefix}{n}"),
+                    format!("!backlog{}:x", n % 10),
+                    format!("{prefix}{n}"),
+                )
+            })
+            .collect();
+        for (_, room, body) in &events {
+            expected.entry(room.clone()).or_default().push(body.clone());
+        }
+        let refs: Vec<(&str, &str, &str)> = events
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            send(ingest, transaction(&format!("{prefix}{t}"), &refs)).await,
+            Accepted::Stored
+        );
+    }
+    expected
+}
+
+/// A backlog larger than the in-memory limit waits in the database: memory holds at
+/// most the limit, and every event is still handled once, in order per room, both in
+/// the same run and after a restart.
+#[tokio::test]
+async fn a_backlog_beyond_the_memory_limit_waits_in_the_database() {
+    use bridge_core::ingest::IN_MEMORY_LIMIT;
+    let db = trestle_tests::databases::fresh_sqlite();
+    let store = Store::connect(&db.url, 8).await.unwrap();
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let handler = Arc::new(Gated {
+        open,
+        recorder: Recorder::default(),
+    });
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let (ingest, tasks) = Ingest::start(
+        store.clone(),
+        handler.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let expected = store_backlog(&ingest, "a", 30).await;
+    let queued = usize::try_from(metrics.ingest_queued.get()).unwrap();
+    assert!(queued <= IN_MEMORY_LIMIT, "{queued} events in memory");
+    assert_eq!(metrics.ingest_pending.get(), 15_000);
+
+    gate.send(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while handler.recorder.handled.lock().unwrap().len() < 15_000 {
+        assert!(std::time::Instant::now() < deadline, "backlog not handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    tasks.join().await;
+    assert_eq!(handler.recorder.handled.lock().unwrap().len(), 15_000);
+    for (room, bodies) in &expected {
+        assert_eq!(&handler.recorder.bodies_in(room), bodies, "order in {room}");
+    }
+
+    // A backlog left at a stop comes back from the database, in order, after a restart.
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let stuck = Arc::new(Gated {
+        open,
+        recorder: Recorder::default(),
+    });
+    let shutdown = CancellationToken::new();
+    let (ingest, tasks) = Ingest::start(store.clone(), stuck, Metrics::new(), shutdown.clone())
+        .await
+        .unwrap();
+    let expected = store_backlog(&ingest, "b", 24).await;
+    shutdown.cancel();
+    tasks.join().await;
+    drop(gate);
+
+    let recorder = Arc::new(Recorder::default());
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let (_ingest, tasks) = Ingest::start(
+        store.clone(),
+        recorder.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(metrics.ingest_pending.get(), 12_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while recorder.handled.lock().unwrap().len() < 12_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backlog not handled after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    tasks.join().await;
+    assert_eq!(recorder.handled.lock().unwrap().len(), 12_000);
+    assert!(
+        recorder
+            .handled
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, _, redelivered)| *redelivered)
+    );
+    for (room, bodies) in &expected {
+        assert_eq!(
+            &recorder.bodies_in(room),
+            bodies,
+            "order in {room} after restart"
+        );
+    }
+}

@@ -9,6 +9,11 @@
 //!   retrying with backoff while the handler asks to; rooms run in parallel;
 //! - the marker records handled events in batches.
 //!
+//! Memory stays bounded whatever the backlog: at most [`IN_MEMORY_LIMIT`] events wait in
+//! the room queues. Past that, stored events stay in the database only, and the writer
+//! refills the queues from it, in arrival order, as they drain. A restart with a large
+//! backlog takes the same path.
+//!
 //! A malformed event is recorded as failed rather than refusing its transaction, and a
 //! transaction the database refuses fails alone: a refused transaction is retried by the
 //! homeserver forever and would hold back everything behind it.
@@ -49,6 +54,12 @@ const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The most transactions stored in one commit.
 const MAX_BATCH: usize = 512;
+/// The most events held in the room queues; the rest wait in the database.
+pub const IN_MEMORY_LIMIT: usize = 10_000;
+/// Rows read from the database per refill.
+const REFILL_ROWS: i64 = 1_000;
+/// How often a refill is considered while events wait in the database only.
+const REFILL_EVERY: Duration = Duration::from_millis(20);
 /// How long room workers may take to finish the event in hand at shutdown; past it, the
 /// event is left unrecorded and handed over again at the next start.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -97,12 +108,10 @@ impl Ingest {
     ) -> Result<(Ingest, IngestTasks), StoreError> {
         prune(&store).await?;
         let next_seq = store.max_inbound_seq().await?;
-        let pending = store.pending_events().await?;
-        if !pending.is_empty() {
-            tracing::info!(
-                count = pending.len(),
-                "handling events stored before the last stop"
-            );
+        let pending = store.count_pending().await?;
+        metrics.ingest_pending.set(pending);
+        if pending > 0 {
+            tracing::info!(pending, "handling events stored before the last stop");
         }
 
         let mut tasks = JoinSet::new();
@@ -114,18 +123,18 @@ impl Ingest {
             shutdown.clone(),
         ));
         tasks.spawn(run_pruner(store.clone(), shutdown.clone()));
-        let mut dispatcher = Dispatcher {
+        // What was pending at the last stop comes from the database, by refills.
+        let dispatcher = Dispatcher {
             rooms: HashMap::new(),
             handler,
             marks,
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             workers: JoinSet::new(),
-            last_dispatched: next_seq,
+            last_dispatched: 0,
+            overflowed: pending > 0,
+            stored_before_start: next_seq,
         };
-        for event in pending {
-            dispatcher.dispatch(event);
-        }
 
         let gaps = gap::GapWatch::new(store.last_transaction_id().await?.as_deref());
         let (requests, requests_rx) = mpsc::channel(4 * MAX_BATCH);
@@ -176,11 +185,57 @@ struct Dispatcher {
     workers: JoinSet<()>,
     /// The highest `seq` handed to a worker: rows above it were never dispatched.
     last_dispatched: i64,
+    /// True while stored events wait in the database only: new ones must then come from
+    /// there too, after them, to keep each room's order.
+    overflowed: bool,
+    /// The highest `seq` stored before this start: those rows may have been handed over
+    /// before a crash, so they are flagged `redelivered`.
+    stored_before_start: i64,
 }
 
 impl Dispatcher {
+    /// Dispatches a newly stored event, unless the queues are full or events wait in the
+    /// database (it is stored: a refill will bring it).
+    fn offer(&mut self, event: StoredEvent) {
+        if self.overflowed || self.queued() >= IN_MEMORY_LIMIT {
+            self.overflowed = true;
+            return;
+        }
+        self.dispatch(event);
+    }
+
+    /// Refills the queues from the database while they have room; clears the overflow
+    /// once everything stored has been dispatched.
+    async fn refill(&mut self, store: &Store) {
+        while self.overflowed && self.queued() < IN_MEMORY_LIMIT / 2 {
+            let rows = match store
+                .pending_events_after(self.last_dispatched, REFILL_ROWS)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read stored events; will try again");
+                    return;
+                }
+            };
+            let caught_up = rows.len() < usize::try_from(REFILL_ROWS).unwrap_or(usize::MAX);
+            for mut event in rows {
+                event.redelivered = event.seq <= self.stored_before_start;
+                self.dispatch(event);
+            }
+            if caught_up {
+                self.overflowed = false;
+            }
+        }
+    }
+
+    /// Events in the room queues (handed over, not yet handled).
+    fn queued(&self) -> usize {
+        usize::try_from(self.metrics.ingest_queued.get()).unwrap_or(0)
+    }
+
     fn dispatch(&mut self, event: StoredEvent) {
-        self.metrics.ingest_pending.inc();
+        self.metrics.ingest_queued.inc();
         self.last_dispatched = self.last_dispatched.max(event.seq);
         // Events without a room (presence, to-device, device lists) share one queue.
         let key = event.room_id.clone().unwrap_or_default();
@@ -242,6 +297,10 @@ impl Writer {
             let first = tokio::select! {
                 request = requests.recv() => request,
                 () = shutdown.cancelled() => None,
+                () = tokio::time::sleep(REFILL_EVERY), if self.dispatcher.overflowed => {
+                    self.dispatcher.refill(&self.store).await;
+                    continue;
+                }
             };
             let Some(first) = first else { break };
             let mut batch = vec![first];
@@ -323,32 +382,19 @@ impl Writer {
                 .events_received
                 .get_or_create(&EventLabels::for_type(&event.event_type))
                 .inc();
-            self.dispatcher.dispatch(event);
+            self.metrics.ingest_pending.inc();
+            self.dispatcher.offer(event);
         }
         Ok(())
     }
 
     /// After a failed commit, which may have been applied all the same: continue numbering
-    /// above whatever is stored, and dispatch rows that were stored but never dispatched.
+    /// above whatever is stored, and let a refill dispatch rows it may have stored.
     async fn recover_after_failure(&mut self) {
         if let Ok(max) = self.store.max_inbound_seq().await {
             self.next_seq = self.next_seq.max(max);
         }
-        match self
-            .store
-            .pending_events_after(self.dispatcher.last_dispatched)
-            .await
-        {
-            Ok(orphans) => {
-                for mut event in orphans {
-                    // Never handed over, so not a redelivery.
-                    event.redelivered = false;
-                    self.dispatcher.dispatch(event);
-                }
-            }
-            // Still unreachable: they stay stored and are handled at the next start.
-            Err(error) => tracing::warn!(%error, "cannot check for rows of a failed commit"),
-        }
+        self.dispatcher.overflowed = true;
     }
 
     /// Answers the transactions that follow a gap in the homeserver's numbering with an

@@ -86,6 +86,7 @@ pub(super) async fn run_room(
         let waited_ms = now_ms().saturating_sub(event.received_at).max(0);
         #[allow(clippy::cast_precision_loss)]
         metrics.handling_latency.observe(waited_ms as f64 / 1000.0);
+        metrics.ingest_queued.dec();
         if marks.send((event.seq, outcome)).is_err() {
             return;
         }

@@ -227,17 +227,31 @@ impl Store {
 
     /// Every stored row not yet handled, in arrival order, flagged as redelivered.
     pub async fn pending_events(&self) -> Result<Vec<StoredEvent>, StoreError> {
-        self.pending_events_after(0).await
+        self.pending_events_after(0, i64::MAX).await
     }
 
-    /// The stored rows not yet handled whose `seq` is above `after`, in arrival order,
-    /// flagged as redelivered.
-    pub async fn pending_events_after(&self, after: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    /// How many stored rows are not yet handled.
+    pub async fn count_pending(&self) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS pending FROM inbound_events WHERE handled_at IS NULL")
+                .fetch_one(self.pool())
+                .await?;
+        Ok(row.try_get("pending")?)
+    }
+
+    /// At most `limit` stored rows not yet handled whose `seq` is above `after`, in
+    /// arrival order, flagged as redelivered.
+    pub async fn pending_events_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, kind, event_id, room_id, event_type, content, received_at \
-             FROM inbound_events WHERE handled_at IS NULL AND seq > $1 ORDER BY seq",
+             FROM inbound_events WHERE handled_at IS NULL AND seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)
+        .bind(limit)
         .fetch_all(self.pool())
         .await?;
         rows.into_iter()
