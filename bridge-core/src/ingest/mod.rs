@@ -329,6 +329,10 @@ impl Writer {
                     self.refuse(batch, &error);
                 }
             }
+            // Here too, not only when idle: under steady traffic the timer never fires.
+            if self.dispatcher.overflowed {
+                self.dispatcher.refill(&self.store).await;
+            }
         }
         // Refuse what is still queued: the homeserver retries it after the restart.
         requests.close();
