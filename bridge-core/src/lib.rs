@@ -7,6 +7,7 @@
 //!   its events on once, in order per room (again after a crash only if their handling
 //!   was not recorded, and then flagged);
 //! - [`store`]: the database (SQLite by default, PostgreSQL by URL) and its tables;
+//! - [`matrix`]: the homeserver client (as the bot or a ghost user), with retries;
 //! - [`runtime`]: the store, ingest and endpoint running together;
 //! - [`config`], [`cli`], [`logging`], [`metrics`]: what a bridge binary needs at its edge.
 
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod logging;
+pub mod matrix;
 pub mod metrics;
 pub mod runtime;
 pub mod store;

@@ -113,6 +113,23 @@ async fn bridge_runs_against_synapse(name: &str, id: &str) {
         "{name}: {}",
         ping.text().await.unwrap_or_default()
     );
+    // Without an id, Synapse forwards `"transaction_id": null`: that must work too.
+    let ping = http
+        .post(format!(
+            "{}/_matrix/client/v1/appservice/{id}/ping",
+            synapse.url()
+        ))
+        .bearer_auth(&registration.as_token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ping.status(),
+        200,
+        "{name}, ping without an id: {}",
+        ping.text().await.unwrap_or_default()
+    );
 
     let metrics = http
         .get(format!("http://127.0.0.1:{port}/metrics"))
