@@ -37,24 +37,8 @@ impl UserHandle {
         ts: Option<MilliSecondsSinceUnixEpoch>,
     ) -> Result<OwnedEventId, MatrixError> {
         let event_type = event_type.to_string();
-        let mut request = ApiRequest::new(
-            Method::PUT,
-            vec![
-                "_matrix",
-                "client",
-                "v3",
-                "rooms",
-                room.as_str(),
-                "send",
-                &event_type,
-                txn_id.as_str(),
-            ],
-        )
-        .json(content);
-        if let Some(ts) = ts {
-            request = request.query("ts", ts.get().to_string());
-        }
-        Ok(self.send::<EventAnswer>(request).await?.event_id)
+        self.put_room_event(room, &["send", &event_type, txn_id.as_str()], content, ts)
+            .await
     }
 
     /// Sends a state event (`PUT /rooms/{room}/state/{type}/{state_key}`) and returns its
@@ -68,20 +52,22 @@ impl UserHandle {
         ts: Option<MilliSecondsSinceUnixEpoch>,
     ) -> Result<OwnedEventId, MatrixError> {
         let event_type = event_type.to_string();
-        let mut request = ApiRequest::new(
-            Method::PUT,
-            vec![
-                "_matrix",
-                "client",
-                "v3",
-                "rooms",
-                room.as_str(),
-                "state",
-                &event_type,
-                state_key,
-            ],
-        )
-        .json(content);
+        self.put_room_event(room, &["state", &event_type, state_key], content, ts)
+            .await
+    }
+
+    /// `PUT /_matrix/client/v3/rooms/{room}/{rest...}` with `content` as the body and
+    /// `ts` as the remote timestamp: message and state events are sent the same way.
+    async fn put_room_event(
+        &self,
+        room: &RoomId,
+        rest: &[&str],
+        content: &serde_json::Value,
+        ts: Option<MilliSecondsSinceUnixEpoch>,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let mut segments = vec!["_matrix", "client", "v3", "rooms", room.as_str()];
+        segments.extend_from_slice(rest);
+        let mut request = ApiRequest::new(Method::PUT, segments).json(content);
         if let Some(ts) = ts {
             request = request.query("ts", ts.get().to_string());
         }
