@@ -9,11 +9,17 @@
 //! - [`store`]: the database (SQLite by default, PostgreSQL by URL) and its tables;
 //! - [`matrix`]: the homeserver client (as the bot or a ghost user), with retries;
 //! - [`runtime`]: the store, ingest and endpoint running together;
+//! - [`connector`]: the API a protocol crate implements, and [`bridge`]: the running
+//!   bridge around it (portals, ghosts, ordered delivery both ways, the bot);
+//! - [`format`]: Matrix HTML to and from a network's text, sanitizing, mentions;
 //! - [`config`], [`cli`], [`logging`], [`metrics`]: what a bridge binary needs at its edge.
 
 pub mod appservice;
+pub mod bridge;
 pub mod cli;
 pub mod config;
+pub mod connector;
+pub mod format;
 pub mod ingest;
 pub mod logging;
 pub mod matrix;

@@ -80,11 +80,104 @@ impl Readiness for FoundationReadiness {
     }
 }
 
-/// Runs the store, ingest and endpoint until `shutdown` completes (for a binary: the
-/// stop signal from [`crate::cli::shutdown_signal`]).
-///
-/// The port is bound and the database locked before anything is handled, so a second
-/// process started by mistake stops at once instead of handling the same events.
+/// The foundation, opened: the endpoint's port bound and the database connected, migrated
+/// and locked, before anything is handled, so that a second process started by mistake
+/// stops at once instead of handling the same events.
+#[derive(Debug)]
+pub struct Foundation {
+    options: FoundationOptions,
+    listener: tokio::net::TcpListener,
+    store: Store,
+    instance_lock: crate::store::InstanceLock,
+}
+
+impl Foundation {
+    /// Binds the endpoint's port, then connects to the database, migrates and locks it.
+    pub async fn open(options: FoundationOptions) -> Result<Foundation, FoundationError> {
+        let bind = options.bind;
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|source| FoundationError::Endpoint { bind, source })?;
+        let store = Store::connect(&options.database_url, options.max_connections).await?;
+        let instance_lock = store.lock_instance(&options.database_url).await?;
+        Ok(Foundation {
+            options,
+            listener,
+            store,
+            instance_lock,
+        })
+    }
+
+    /// The database, for what runs beside the foundation.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs the ingest and the endpoint until `shutdown` completes (for a binary: the stop
+    /// signal from [`crate::cli::shutdown_signal`]), then stops them in order.
+    pub async fn run(
+        self,
+        handler: Arc<dyn EventHandler>,
+        queries: Arc<dyn QueryHandler>,
+        metrics: Arc<Metrics>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), FoundationError> {
+        let Foundation {
+            options,
+            listener,
+            store,
+            instance_lock,
+        } = self;
+        let bind = options.bind;
+        let ingest_shutdown = CancellationToken::new();
+        let (ingest, ingest_tasks) = Ingest::start(
+            store.clone(),
+            handler,
+            metrics.clone(),
+            ingest_shutdown.clone(),
+        )
+        .await?;
+        tracing::info!(%bind, "appservice endpoint listening");
+        let readiness = FoundationReadiness {
+            store: store.clone(),
+            ingest: ingest.clone(),
+        };
+        let router = appservice::router(
+            options.endpoint,
+            Arc::new(ingest),
+            queries,
+            Arc::new(readiness),
+            metrics,
+        );
+        let stopping = CancellationToken::new();
+        let stop_signal = stopping.clone();
+        let serve = appservice::serve(listener, router, async move {
+            shutdown.await;
+            tracing::info!("stopping");
+            stop_signal.cancel();
+        });
+        // Graceful shutdown waits for open connections; a stalled client must not keep the
+        // bridge from stopping.
+        let served = tokio::select! {
+            served = serve => served,
+            () = async {
+                stopping.cancelled().await;
+                tokio::time::sleep(HTTP_STOP_DEADLINE).await;
+            } => {
+                tracing::warn!("requests still open at shutdown were dropped");
+                Ok(())
+            }
+        };
+        ingest_shutdown.cancel();
+        ingest_tasks.join().await;
+        store.close().await;
+        drop(instance_lock);
+        served.map_err(|source| FoundationError::Endpoint { bind, source })
+    }
+}
+
+/// Opens the foundation and runs it until `shutdown` completes: [`Foundation::open`]
+/// then [`Foundation::run`].
 pub async fn run_foundation(
     options: FoundationOptions,
     handler: Arc<dyn EventHandler>,
@@ -92,55 +185,10 @@ pub async fn run_foundation(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), FoundationError> {
-    let bind = options.bind;
-    let listener = tokio::net::TcpListener::bind(bind)
+    Foundation::open(options)
+        .await?
+        .run(handler, queries, metrics, shutdown)
         .await
-        .map_err(|source| FoundationError::Endpoint { bind, source })?;
-    let store = Store::connect(&options.database_url, options.max_connections).await?;
-    let _instance_lock = store.lock_instance(&options.database_url).await?;
-    let ingest_shutdown = CancellationToken::new();
-    let (ingest, ingest_tasks) = Ingest::start(
-        store.clone(),
-        handler,
-        metrics.clone(),
-        ingest_shutdown.clone(),
-    )
-    .await?;
-    tracing::info!(%bind, "appservice endpoint listening");
-    let readiness = FoundationReadiness {
-        store: store.clone(),
-        ingest: ingest.clone(),
-    };
-    let router = appservice::router(
-        options.endpoint,
-        Arc::new(ingest),
-        queries,
-        Arc::new(readiness),
-        metrics,
-    );
-    let stopping = CancellationToken::new();
-    let stop_signal = stopping.clone();
-    let serve = appservice::serve(listener, router, async move {
-        shutdown.await;
-        tracing::info!("stopping");
-        stop_signal.cancel();
-    });
-    // Graceful shutdown waits for open connections; a stalled client must not keep the
-    // bridge from stopping.
-    let served = tokio::select! {
-        served = serve => served,
-        () = async {
-            stopping.cancelled().await;
-            tokio::time::sleep(HTTP_STOP_DEADLINE).await;
-        } => {
-            tracing::warn!("requests still open at shutdown were dropped");
-            Ok(())
-        }
-    };
-    ingest_shutdown.cancel();
-    ingest_tasks.join().await;
-    store.close().await;
-    served.map_err(|source| FoundationError::Endpoint { bind, source })
 }
 
 /// A handler that only logs each event: what a bridge binary runs until its connector

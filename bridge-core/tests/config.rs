@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bridge_core::config::{
-    BridgeConfig, BridgeInfo, ConfigError, LogFormat, NetworkConfig, Problem, RegistrationError,
-    SecretString, generate_config, generate_registration, load_registration_checked,
-    uncommented_keys,
+    BridgeConfig, BridgeInfo, ConfigError, LogFormat, NetworkConfig, Permission, Problem,
+    RegistrationError, SecretString, generate_config, generate_registration,
+    load_registration_checked, uncommented_keys,
 };
 use registration::Registration;
 use serde::Deserialize;
@@ -169,6 +169,8 @@ fn generated_config_has_every_key() {
         "appservice.registration",
         "appservice.body_limit",
         "appservice.receive_ephemeral",
+        "bridge.command_prefix",
+        "bridge.permissions",
         "database.url",
         "database.max_connections",
         "encryption.key",
@@ -539,4 +541,34 @@ fn checked_load_refuses_a_registration_the_config_no_longer_matches() {
     assert!(regenerated.kept_tokens);
     assert_eq!(regenerated.registration.as_token, before.as_token);
     load_registration_checked(&config).expect("matches again");
+}
+
+#[test]
+fn permissions_name_users_servers_and_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generated_with(&[(
+        "    \"*\": \"none\"\n    \"localhost\": \"user\"\n",
+        "    \"*\": \"relay\"\n    \"example.org\": \"user\"\n    \"@boss:example.org\": \"admin\"\n",
+    )]);
+    let config = load(&write(dir.path(), "ok.yaml", &text)).unwrap();
+    let permissions = &config.bridge_settings.permissions;
+    let level = |user: &str| permissions.of(&ruma::UserId::parse(user).unwrap());
+    assert_eq!(level("@boss:example.org"), Permission::Admin);
+    assert_eq!(level("@someone:example.org"), Permission::User);
+    assert_eq!(level("@someone:elsewhere.net"), Permission::Relay);
+    assert_eq!(config.bridge_settings.command_prefix, "!test");
+
+    let text = generated_with(&[
+        ("\"*\": \"none\"", "\"*\": \"superuser\""),
+        ("\"localhost\": \"user\"", "\"not a server\": \"user\""),
+        ("command_prefix: \"!test\"", "command_prefix: \"! test\""),
+    ]);
+    let found = problems(load(&write(dir.path(), "bad.yaml", &text)));
+    assert!(
+        problem_at(&found, "bridge.permissions.*")
+            .message
+            .contains("superuser")
+    );
+    problem_at(&found, "bridge.permissions.not a server");
+    problem_at(&found, "bridge.command_prefix");
 }

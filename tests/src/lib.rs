@@ -12,6 +12,8 @@
 pub mod error;
 pub mod inspircd;
 pub mod irc;
+pub mod linechat;
+mod linechat_client;
 pub mod matrix;
 pub mod ngircd;
 pub mod postgres;

@@ -209,6 +209,32 @@ impl MatrixClient {
         .await
     }
 
+    /// Every event of `room`'s timeline the user can see, oldest first, read with
+    /// `/messages` (a sync's timeline can be cut short under a burst; this cannot).
+    pub async fn room_events(&self, room: &RoomId) -> Result<Vec<Value>> {
+        let mut events = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1000",
+                urlencode(room.as_str())
+            );
+            if let Some(from) = &from {
+                path.push_str(&format!("&from={}", urlencode(from)));
+            }
+            let page = self.request(reqwest::Method::GET, &path, None).await?;
+            let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+            if chunk.is_empty() {
+                return Ok(events);
+            }
+            events.extend(chunk);
+            match page["end"].as_str() {
+                Some(end) => from = Some(end.to_owned()),
+                None => return Ok(events),
+            }
+        }
+    }
+
     /// Waits for an invite and returns the room id.
     pub async fn wait_for_invite(&self, timeout: Duration) -> Result<OwnedRoomId> {
         let deadline = Instant::now() + timeout;

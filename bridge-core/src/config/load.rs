@@ -20,15 +20,17 @@ use url::Url;
 use super::problem::{ConfigError, Problems, join_path};
 use super::secret::{EncryptionKey, SecretString, resolve_files};
 use super::{
-    AppserviceConfig, BridgeConfig, BridgeInfo, DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,
-    DatabaseConfig, ENV_PREFIX, ENV_SEPARATOR, EncryptionConfig, HomeserverConfig, NetworkConfig,
+    AppserviceConfig, BridgeConfig, BridgeInfo, BridgeSettings, DEFAULT_BODY_LIMIT,
+    DEFAULT_MAX_CONNECTIONS, DatabaseConfig, ENV_PREFIX, ENV_SEPARATOR, EncryptionConfig,
+    HomeserverConfig, NetworkConfig, Permission, Permissions,
 };
 use crate::logging::{self, LogFormat, LoggingConfig};
 
 /// The core sections, in the order they are checked and written.
-pub(crate) const CORE_SECTIONS: [&str; 5] = [
+pub(crate) const CORE_SECTIONS: [&str; 6] = [
     "homeserver",
     "appservice",
+    "bridge",
     "database",
     "encryption",
     "logging",
@@ -68,6 +70,13 @@ struct RawAppservice {
     registration: Option<String>,
     body_limit: Option<u64>,
     receive_ephemeral: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of bridge keys")]
+struct RawBridge {
+    command_prefix: Option<String>,
+    permissions: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +162,7 @@ fn check_tree<N: NetworkConfig>(
 
     let raw_homeserver = section::<RawHomeserver>(&mut root, "homeserver", &mut problems);
     let raw_appservice = section::<RawAppservice>(&mut root, "appservice", &mut problems);
+    let raw_bridge = section::<RawBridge>(&mut root, "bridge", &mut problems);
     let raw_database = section::<RawDatabase>(&mut root, "database", &mut problems);
     let raw_encryption = section::<RawEncryption>(&mut root, "encryption", &mut problems);
     let raw_logging = section::<RawLogging>(&mut root, "logging", &mut problems);
@@ -160,6 +170,10 @@ fn check_tree<N: NetworkConfig>(
 
     let homeserver = raw_homeserver.and_then(|raw| check_homeserver(raw, &mut problems));
     let appservice = raw_appservice.and_then(|raw| check_appservice(raw, &bridge, &mut problems));
+    let settings = match (raw_bridge, &homeserver) {
+        (Some(raw), Some(homeserver)) => check_bridge(raw, &bridge, homeserver, &mut problems),
+        _ => None,
+    };
     let database = raw_database.and_then(|raw| check_database(raw, &bridge, &mut problems));
     let encryption = raw_encryption.and_then(|raw| check_encryption(raw, &mut problems));
     let logging = raw_logging.and_then(|raw| check_logging(raw, &mut problems));
@@ -174,11 +188,12 @@ fn check_tree<N: NetworkConfig>(
     }
 
     match (
-        homeserver, appservice, database, encryption, logging, network,
+        homeserver, appservice, settings, database, encryption, logging, network,
     ) {
         (
             Some(homeserver),
             Some(appservice),
+            Some(settings),
             Some(database),
             Some(encryption),
             Some(logging),
@@ -187,6 +202,7 @@ fn check_tree<N: NetworkConfig>(
             bridge,
             homeserver,
             appservice,
+            bridge_settings: settings,
             database,
             encryption,
             logging,
@@ -563,6 +579,59 @@ fn is_url_scheme(text: &str) -> bool {
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+fn check_bridge(
+    raw: RawBridge,
+    bridge: &BridgeInfo,
+    homeserver: &HomeserverConfig,
+    problems: &mut Problems,
+) -> Option<BridgeSettings> {
+    let command_prefix = non_empty(
+        problems,
+        "bridge.command_prefix",
+        raw.command_prefix
+            .unwrap_or_else(|| format!("!{}", bridge.name)),
+    )
+    .and_then(|prefix| {
+        if prefix.chars().any(char::is_whitespace) {
+            problems.push("bridge.command_prefix", "must not contain spaces");
+            None
+        } else {
+            Some(prefix)
+        }
+    });
+    let mut permissions = Permissions::default();
+    let mut valid = true;
+    match raw.permissions {
+        None => permissions.insert(homeserver.domain.as_str(), Permission::User),
+        Some(entries) => {
+            for (who, level) in entries {
+                let path = format!("bridge.permissions.{who}");
+                let Some(level) = Permission::from_name(&level) else {
+                    problems.push(
+                        path,
+                        format!("unknown level {level:?}; expected one of `none`, `relay`, `user`, `admin`"),
+                    );
+                    valid = false;
+                    continue;
+                };
+                if let Err(message) = Permissions::check_subject(&who) {
+                    problems.push(path, message);
+                    valid = false;
+                    continue;
+                }
+                permissions.insert(&who, level);
+            }
+        }
+    }
+    match (command_prefix, valid) {
+        (Some(command_prefix), true) => Some(BridgeSettings {
+            command_prefix,
+            permissions,
+        }),
+        _ => None,
+    }
 }
 
 fn check_database(

@@ -26,6 +26,7 @@
 //! relative to the working directory, not to the config file.
 
 mod load;
+mod permissions;
 mod problem;
 mod registration;
 mod secret;
@@ -39,6 +40,7 @@ use ruma::OwnedServerName;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+pub use self::permissions::{Permission, Permissions};
 pub use self::problem::{ConfigError, Problem};
 pub use self::registration::{
     Difference, GeneratedRegistration, RegistrationError, generate_registration,
@@ -173,6 +175,16 @@ pub struct AppserviceConfig {
     pub receive_ephemeral: bool,
 }
 
+/// `bridge`: how people use the bridge: the bot's command prefix and who may do what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSettings {
+    /// The word that starts a bot command in a portal room (`!irc`); in a management room
+    /// it may be left out.
+    pub command_prefix: String,
+    /// Who may use the bridge, and how much.
+    pub permissions: Permissions,
+}
+
 /// `database`: where the bridge keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
@@ -198,6 +210,8 @@ pub struct BridgeConfig<N> {
     pub homeserver: HomeserverConfig,
     /// `appservice`.
     pub appservice: AppserviceConfig,
+    /// `bridge`.
+    pub bridge_settings: BridgeSettings,
     /// `database`.
     pub database: DatabaseConfig,
     /// `encryption`.

@@ -28,6 +28,8 @@ fn core_template(bridge: &BridgeInfo, key: &EncryptionKey) -> String {
     let registration = registration.display();
     let database = bridge.default_database_url();
     let key = key.to_base64();
+    let command_prefix = format!("!{name}");
+    let domain = "localhost";
     format!(
         r#"# Configuration of the Trestle {name} bridge, written by `{binary} generate-config`.
 # Check it with `{binary} check-config`, then write the registration file with
@@ -72,6 +74,19 @@ appservice:
   body_limit: {DEFAULT_BODY_LIMIT}
   # Whether the homeserver also pushes ephemeral events (typing, read receipts, presence).
   receive_ephemeral: false
+
+# How people use the bridge.
+bridge:
+  # The word that starts a bot command in a portal room ("{command_prefix} help"); in a
+  # direct chat with the bot it may be left out.
+  command_prefix: "{command_prefix}"
+  # Who may use the bridge: a Matrix user id, a homeserver name, or "*" for everyone,
+  # each with a level: "relay" (messages relayed by the bot), "user" (their own
+  # identity on {name}), "admin" (bridge administration), or "none". The most specific
+  # entry wins: a user id over a server over "*".
+  permissions:
+    "*": "none"
+    "{domain}": "user"
 
 # Where the bridge keeps its state.
 database:

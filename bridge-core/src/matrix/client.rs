@@ -192,20 +192,31 @@ impl HomeserverClient {
         as_user: Option<&UserId>,
     ) -> Result<T, MatrixError> {
         let described = describe(&request);
-        let body = self.send_raw(&request, as_user, &described).await?;
+        let (body, _) = self.send_raw(&request, as_user, &described).await?;
         serde_json::from_slice(&body).map_err(|source| MatrixError::Decode {
             request: described,
             source,
         })
     }
 
-    /// The request core: returns the body of a successful answer.
+    /// Sends `request` like [`HomeserverClient::send`] and returns the answer's bytes and
+    /// content type, for answers that are not JSON (media).
+    pub(crate) async fn send_for_bytes(
+        &self,
+        request: ApiRequest<'_>,
+        as_user: Option<&UserId>,
+    ) -> Result<(Vec<u8>, Option<String>), MatrixError> {
+        let described = describe(&request);
+        self.send_raw(&request, as_user, &described).await
+    }
+
+    /// The request core: returns the body of a successful answer and its content type.
     async fn send_raw(
         &self,
         request: &ApiRequest<'_>,
         as_user: Option<&UserId>,
         described: &str,
-    ) -> Result<Vec<u8>, MatrixError> {
+    ) -> Result<(Vec<u8>, Option<String>), MatrixError> {
         let url = self.url(request, as_user)?;
         let policy = &self.inner.retry;
         let started = Instant::now();
@@ -213,7 +224,7 @@ impl HomeserverClient {
         loop {
             attempt += 1;
             let (failure, hint) = match self.attempt(request, url.clone()).await {
-                Ok(Outcome::Success(body)) => return Ok(body),
+                Ok(Outcome::Success(body, content_type)) => return Ok((body, content_type)),
                 Ok(Outcome::Permanent(source)) => {
                     return Err(MatrixError::Api {
                         request: described.to_owned(),
@@ -264,7 +275,11 @@ impl HomeserverClient {
         let headers = response.headers().clone();
         let body = response.bytes().await?.to_vec();
         if status.is_success() {
-            return Ok(Outcome::Success(body));
+            let content_type = headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            return Ok(Outcome::Success(body, content_type));
         }
         let error = MatrixApiError::from_body(status, &body);
         let transient = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
@@ -324,12 +339,21 @@ impl UserHandle {
         let as_user = self.masquerade.then_some(&*self.user_id);
         self.client.send(request, as_user).await
     }
+
+    /// Sends `request` as this user and returns the answer's bytes and content type.
+    pub(crate) async fn send_for_bytes(
+        &self,
+        request: ApiRequest<'_>,
+    ) -> Result<(Vec<u8>, Option<String>), MatrixError> {
+        let as_user = self.masquerade.then_some(&*self.user_id);
+        self.client.send_for_bytes(request, as_user).await
+    }
 }
 
 /// What one attempt came to, short of a network failure.
 #[derive(Debug)]
 enum Outcome {
-    Success(Vec<u8>),
+    Success(Vec<u8>, Option<String>),
     Permanent(MatrixApiError),
     Transient(MatrixApiError, Option<Duration>),
 }

@@ -104,6 +104,12 @@ pub enum MatrixError {
         /// Why it is invalid.
         source: ruma::IdParseError,
     },
+    /// An `mxc://` URI without a server name and media id.
+    #[error("invalid mxc URI {uri:?}")]
+    InvalidMxc {
+        /// The URI given.
+        uri: String,
+    },
     /// An id or key that is `.` or `..` (a transaction id, a state key, an event type),
     /// which no URL can carry as a path segment; nothing was sent.
     #[error("{segment:?} cannot be sent as a URL path segment")]

@@ -11,9 +11,11 @@
 //! - [`rooms`]: creating, joining, inviting to and leaving rooms;
 //! - [`events`]: sending message and state events (with deterministic transaction ids
 //!   and remote timestamps) and redacting;
-//! - [`media`]: uploading to the media repository.
+//! - [`media`]: uploading to and downloading from the media repository;
+//! - [`ephemeral`]: typing notifications, read receipts and presence.
 
 pub mod client;
+pub mod ephemeral;
 pub mod error;
 pub mod events;
 pub mod media;
@@ -24,4 +26,5 @@ pub mod server;
 
 pub use client::{HomeserverClient, UserHandle};
 pub use error::{MatrixApiError, MatrixError, TransientFailure};
+pub use media::Media;
 pub use retry::RetryPolicy;

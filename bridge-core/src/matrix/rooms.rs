@@ -1,8 +1,9 @@
-//! Room membership and creation: `createRoom`, joining by id or alias, inviting and
-//! leaving.
+//! Room membership and creation: `createRoom`, joining by id or alias, inviting, leaving,
+//! kicking and banning; resolving aliases; listing a room in the appservice's room
+//! directory; reading room state.
 
 use http::Method;
-use ruma::{OwnedRoomId, OwnedServerName, RoomId, RoomOrAliasId, UserId};
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, RoomOrAliasId, UserId};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -60,6 +61,127 @@ impl UserHandle {
     /// Leaves `room` (or declines an invite to it).
     pub async fn leave(&self, room: &RoomId) -> Result<(), MatrixError> {
         self.room_post(room, "leave", &empty_object()).await
+    }
+
+    /// Kicks `user` from `room`, with an optional reason.
+    pub async fn kick(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        let body = json!({ "user_id": user, "reason": reason });
+        self.room_post(room, "kick", &body).await
+    }
+
+    /// Bans `user` from `room`, with an optional reason.
+    pub async fn ban(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        let body = json!({ "user_id": user, "reason": reason });
+        self.room_post(room, "ban", &body).await
+    }
+
+    /// The room an alias points to, or `None` if the alias is unknown.
+    pub async fn resolve_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<Option<OwnedRoomId>, MatrixError> {
+        let request = ApiRequest::new(
+            Method::GET,
+            vec![
+                "_matrix",
+                "client",
+                "v3",
+                "directory",
+                "room",
+                alias.as_str(),
+            ],
+        );
+        match self.send::<RoomAnswer>(request).await {
+            Ok(answer) => Ok(Some(answer.room_id)),
+            Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Lists `room` in (or removes it from) the room directory under the appservice's
+    /// third-party network `network_id`
+    /// (`PUT /directory/list/appservice/{networkId}/{roomId}`).
+    pub async fn set_appservice_directory_visibility(
+        &self,
+        network_id: &str,
+        room: &RoomId,
+        public: bool,
+    ) -> Result<(), MatrixError> {
+        let body = json!({ "visibility": if public { "public" } else { "private" } });
+        let request = ApiRequest::new(
+            Method::PUT,
+            vec![
+                "_matrix",
+                "client",
+                "v3",
+                "directory",
+                "list",
+                "appservice",
+                network_id,
+                room.as_str(),
+            ],
+        )
+        .json(&body);
+        self.send::<serde_json::Value>(request).await.map(drop)
+    }
+
+    /// The content of the state event `event_type`/`state_key` in `room`, or `None` if
+    /// there is none.
+    pub async fn room_state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<serde_json::Value>, MatrixError> {
+        let request = ApiRequest::new(
+            Method::GET,
+            vec![
+                "_matrix",
+                "client",
+                "v3",
+                "rooms",
+                room.as_str(),
+                "state",
+                event_type,
+                state_key,
+            ],
+        );
+        match self.send::<serde_json::Value>(request).await {
+            Ok(content) => Ok(Some(content)),
+            Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The users joined to `room`.
+    pub async fn joined_members(&self, room: &RoomId) -> Result<Vec<OwnedUserId>, MatrixError> {
+        #[derive(Debug, Deserialize)]
+        struct Joined {
+            joined: std::collections::BTreeMap<OwnedUserId, serde_json::Value>,
+        }
+        let request = ApiRequest::new(
+            Method::GET,
+            vec![
+                "_matrix",
+                "client",
+                "v3",
+                "rooms",
+                room.as_str(),
+                "joined_members",
+            ],
+        );
+        let answer: Joined = self.send(request).await?;
+        Ok(answer.joined.into_keys().collect())
     }
 
     async fn room_post(

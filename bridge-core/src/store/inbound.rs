@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use sqlx::Row;
 
-use super::{Store, StoreError, fixed_size_chunks, now_ms, values_placeholders};
+use super::{
+    Store, StoreError, column_text, error_text, fixed_size_chunks, now_ms, values_placeholders,
+};
 
 /// What kind of data a row holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,33 +92,6 @@ pub struct BatchOutcome {
     pub new_transactions: Vec<bool>,
     /// The rows actually inserted (not duplicates), in arrival order.
     pub stored: Vec<StoredEvent>,
-}
-
-/// The longest error text stored.
-const MAX_ERROR_LEN: usize = 2000;
-
-/// A string as an indexed text column can hold it. PostgreSQL refuses NUL in text (SQLite
-/// takes it), and an id or type with one, from a malformed event or a path, would
-/// otherwise fail its whole batch again at every retry; the raw JSON keeps the original.
-fn column_text(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains('\0') {
-        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    }
-}
-
-/// An error reason as stored: column-safe and bounded.
-fn error_text(reason: &str) -> String {
-    let mut text = column_text(reason).into_owned();
-    if text.len() > MAX_ERROR_LEN {
-        let mut end = MAX_ERROR_LEN;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
 }
 
 impl Store {

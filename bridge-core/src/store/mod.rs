@@ -5,8 +5,13 @@
 //! SQLite runs in WAL mode with `synchronous=FULL`: a commit is on disk when it returns,
 //! which is what "acknowledge only once durably stored" needs.
 
+mod connector_state;
+mod ghosts;
 mod inbound;
 mod logins;
+mod message_map;
+mod outbox;
+mod portals;
 mod secret;
 
 use std::str::FromStr;
@@ -15,8 +20,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use ghosts::GhostRow;
 pub use inbound::{BatchOutcome, EventKind, NewInboundRow, StoredEvent};
 pub use logins::Login;
+pub use message_map::MappedEvent;
+pub use outbox::OutboxRow;
+pub use portals::PortalRow;
 pub use secret::{SecretBox, SecretError};
 
 /// Migrations embedded in the binary; run at every start.
@@ -190,6 +199,33 @@ fn sqlite_path(url: &str) -> &str {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     rest.split('?').next().unwrap_or(rest)
+}
+
+/// The longest error text stored.
+const MAX_ERROR_LEN: usize = 2000;
+
+/// A string as an indexed text column can hold it. PostgreSQL refuses NUL in text (SQLite
+/// takes it), and an id or type with one, from a malformed event or a path, would
+/// otherwise fail its whole batch again at every retry; the raw JSON keeps the original.
+pub(crate) fn column_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// An error reason as stored: column-safe and bounded.
+pub(crate) fn error_text(reason: &str) -> String {
+    let mut text = column_text(reason).into_owned();
+    if text.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// Milliseconds since the Unix epoch.

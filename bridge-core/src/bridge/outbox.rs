@@ -1,0 +1,490 @@
+//! Remote-to-Matrix delivery: one ordered queue per portal, persisted in the outbox.
+//!
+//! [`Outbox::push`] stores a remote event before returning, so from then on it survives a
+//! crash. One worker per portal sends its events in order, each with a transaction id
+//! derived from the event's remote id, and removes it from the outbox in the same commit
+//! that records its Matrix event in the message map. After a crash an event is therefore
+//! either still queued or mapped; a queued event whose remote id is already mapped is
+//! skipped. The window left is a send that reached the homeserver just before the crash
+//! and was not yet recorded: its repeat carries the same transaction id, which Synapse
+//! answers with the first event (within its de-duplication window, see
+//! [`UserHandle::send_message_event`]).
+//!
+//! Homeserver failures that may pass are retried with backoff, holding the portal's later
+//! events back; an event the homeserver refuses for good is logged and dropped, so that it
+//! cannot block its portal forever.
+//!
+//! [`UserHandle::send_message_event`]: crate::matrix::UserHandle::send_message_event
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, TransactionId, UInt};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::error::{BridgeError, matrix_is_transient};
+use super::handle::Shared;
+use super::ids::transaction_id;
+use crate::connector::{Portal, RemoteEvent, RemoteEventKind, RemoteMessage};
+use crate::store::{MappedEvent, OutboxRow};
+
+/// Rows read from the outbox at a time, per portal.
+const BATCH: i64 = 64;
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const LONGEST_RETRY: Duration = Duration::from_secs(60);
+
+/// The queues and their workers.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    next_seq: AtomicI64,
+    workers: Mutex<HashMap<String, Arc<Notify>>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Why an event was not delivered.
+enum Undelivered {
+    /// Worth retrying.
+    Later(String),
+    /// Never deliverable.
+    Never(String),
+}
+
+impl From<BridgeError> for Undelivered {
+    fn from(error: BridgeError) -> Self {
+        if error.is_transient() {
+            Undelivered::Later(error.to_string())
+        } else {
+            Undelivered::Never(error.to_string())
+        }
+    }
+}
+
+impl From<crate::matrix::MatrixError> for Undelivered {
+    fn from(error: crate::matrix::MatrixError) -> Self {
+        if matrix_is_transient(&error) {
+            Undelivered::Later(error.to_string())
+        } else {
+            Undelivered::Never(error.to_string())
+        }
+    }
+}
+
+impl Outbox {
+    /// An outbox whose next row gets `max_seq + 1`.
+    pub(crate) fn new(max_seq: i64, shutdown: CancellationToken) -> Outbox {
+        Outbox {
+            next_seq: AtomicI64::new(max_seq),
+            workers: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            shutdown,
+        }
+    }
+
+    /// Starts the workers of every portal with queued rows (after a restart).
+    pub(crate) async fn resume(shared: &Arc<Shared>) -> Result<(), BridgeError> {
+        for portal in shared.store.outbox_portals().await? {
+            Outbox::wake(shared, &portal);
+        }
+        Ok(())
+    }
+
+    /// Waits for the workers to stop, after shutdown; each finishes the send in hand.
+    pub(crate) async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Queues `event` for `portal`; `false` if it was queued or delivered before.
+    pub(crate) async fn push(
+        shared: &Arc<Shared>,
+        portal: &str,
+        event: &RemoteEvent,
+    ) -> Result<bool, BridgeError> {
+        let outbox = &shared.outbox;
+        if shared.store.portal(shared.network, portal).await?.is_none() {
+            return Err(BridgeError::UnknownPortal(portal.to_owned()));
+        }
+        let seq = outbox.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let key = match &event.id {
+            Some(id) => {
+                let delivered = shared
+                    .store
+                    .event_of_remote(shared.network, portal, id, 0)
+                    .await?;
+                if delivered.is_some() {
+                    return Ok(false);
+                }
+                format!("id:{id}")
+            }
+            None => format!("seq:{seq}"),
+        };
+        let content =
+            serde_json::to_string(event).map_err(|error| BridgeError::InvalidRemoteId {
+                id: event.id.clone().unwrap_or_default(),
+                reason: error.to_string(),
+            })?;
+        let row = OutboxRow {
+            seq,
+            portal: portal.to_owned(),
+            txn_id: transaction_id(shared.network, portal, &key, 0),
+            sender: event.sender.id.clone(),
+            kind: event.kind.name().to_owned(),
+            content,
+            attempts: 0,
+        };
+        let queued = shared.store.push_outbox(&row).await?;
+        Outbox::wake(shared, portal);
+        Ok(queued)
+    }
+
+    /// Wakes the worker of `portal`, starting it if there is none.
+    fn wake(shared: &Arc<Shared>, portal: &str) {
+        let outbox = &shared.outbox;
+        let mut workers = outbox.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = workers.get(portal) {
+            notify.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        workers.insert(portal.to_owned(), Arc::clone(&notify));
+        outbox
+            .tasks
+            .spawn(run_worker(Arc::clone(shared), portal.to_owned(), notify));
+    }
+}
+
+/// Sends `portal`'s queued events in order until shutdown.
+async fn run_worker(shared: Arc<Shared>, portal: String, notify: Arc<Notify>) {
+    let shutdown = shared.outbox.shutdown.clone();
+    let mut wait = FIRST_RETRY;
+    loop {
+        // Registered before reading, so that a row queued meanwhile wakes us.
+        let notified = notify.notified();
+        let rows = match shared.store.outbox_head(&portal, BATCH).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::error!(%portal, %error, "cannot read the outbox; retrying");
+                if sleep_or_stop(&shutdown, wait).await {
+                    return;
+                }
+                wait = (wait * 2).min(LONGEST_RETRY);
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            tokio::select! {
+                () = notified => continue,
+                () = shutdown.cancelled() => return,
+            }
+        }
+        for row in rows {
+            if shutdown.is_cancelled() || !deliver_with_retries(&shared, &row, &shutdown).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Delivers one row, retrying while that may succeed; `false` if stopped meanwhile.
+async fn deliver_with_retries(
+    shared: &Shared,
+    row: &OutboxRow,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut wait = FIRST_RETRY;
+    let mapped = loop {
+        match deliver(shared, row).await {
+            Ok(mapped) => break mapped,
+            Err(Undelivered::Never(reason)) => {
+                tracing::error!(portal = %row.portal, seq = row.seq, kind = %row.kind, %reason, "remote event dropped: the homeserver refused it");
+                break Vec::new();
+            }
+            Err(Undelivered::Later(reason)) => {
+                tracing::warn!(portal = %row.portal, seq = row.seq, %reason, retry_in = ?wait, "remote event not delivered yet");
+                if let Err(error) = shared.store.outbox_attempt_failed(row.seq, &reason).await {
+                    tracing::warn!(%error, "cannot record a failed attempt");
+                }
+                if sleep_or_stop(shutdown, wait).await {
+                    return false;
+                }
+                wait = (wait * 2).min(LONGEST_RETRY);
+            }
+        }
+    };
+    let mut wait = FIRST_RETRY;
+    loop {
+        match shared
+            .store
+            .complete_outbox(shared.network, row.seq, &mapped)
+            .await
+        {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::error!(%error, "cannot record a delivered event; retrying");
+                if sleep_or_stop(shutdown, wait).await {
+                    return false;
+                }
+                wait = (wait * 2).min(LONGEST_RETRY);
+            }
+        }
+    }
+}
+
+/// Sleeps for `wait`; `true` if shutdown came first.
+async fn sleep_or_stop(shutdown: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        () = shutdown.cancelled() => true,
+    }
+}
+
+/// Sends one queued event to its portal's room; returns what to record in the map.
+async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, Undelivered> {
+    let event: RemoteEvent = serde_json::from_str(&row.content)
+        .map_err(|error| Undelivered::Never(format!("unreadable queued event: {error}")))?;
+    let (portal, _) = shared.ensure_room(&row.portal, None).await?;
+    if let Some(id) = &event.id
+        && shared
+            .store
+            .event_of_remote(shared.network, &row.portal, id, 0)
+            .await
+            .map_err(|error| Undelivered::Later(error.to_string()))?
+            .is_some()
+    {
+        return Ok(Vec::new());
+    }
+    let ghost = shared.ensure_ghost(&event.sender).await?;
+    let as_ghost = shared.matrix.as_user(&ghost);
+    let ts = event
+        .timestamp
+        .and_then(|ts| UInt::try_from(ts).ok())
+        .map(MilliSecondsSinceUnixEpoch);
+    let txn = <&TransactionId>::from(row.txn_id.as_str());
+    let sent: Option<OwnedEventId> = match &event.kind {
+        RemoteEventKind::Leave { .. } => {
+            match as_ghost.leave(&portal.room_id).await {
+                Ok(()) => {}
+                Err(crate::matrix::MatrixError::Api { source, .. }) if source.is("M_FORBIDDEN") => {
+                }
+                Err(error) => return Err(error.into()),
+            }
+            shared.forget_joined(&portal.room_id, &ghost);
+            None
+        }
+        kind => {
+            shared.ensure_joined(&portal.room_id, &ghost).await?;
+            match kind {
+                RemoteEventKind::Message(message) => {
+                    let content = message_content(shared, &portal, message).await?;
+                    Some(send(&as_ghost, &portal, "m.room.message", &content, txn, ts).await?)
+                }
+                RemoteEventKind::Edit { target, message } => {
+                    let target = mapped_target(shared, &portal, target).await?;
+                    let new_content = message_content(shared, &portal, message).await?;
+                    let mut content = new_content.clone();
+                    content["body"] = json!(format!("* {}", message.body));
+                    if let Some(html) = content.get("formatted_body").and_then(|h| h.as_str()) {
+                        content["formatted_body"] = json!(format!("* {html}"));
+                    }
+                    content["m.new_content"] = new_content;
+                    content["m.relates_to"] =
+                        json!({ "rel_type": "m.replace", "event_id": target });
+                    Some(send(&as_ghost, &portal, "m.room.message", &content, txn, ts).await?)
+                }
+                RemoteEventKind::Reaction { target, key } => {
+                    let target = mapped_target(shared, &portal, target).await?;
+                    let content = json!({ "m.relates_to": {
+                        "rel_type": "m.annotation", "event_id": target, "key": key,
+                    }});
+                    Some(send(&as_ghost, &portal, "m.reaction", &content, txn, ts).await?)
+                }
+                RemoteEventKind::Delete { target } => {
+                    redact_parts(shared, &portal, &event, target, row).await?
+                }
+                RemoteEventKind::Topic { topic } => {
+                    let content = json!({ "topic": topic });
+                    Some(set_state(shared, &as_ghost, &portal, "m.room.topic", &content, ts).await?)
+                }
+                RemoteEventKind::Name { name } => {
+                    let content = json!({ "name": name });
+                    Some(set_state(shared, &as_ghost, &portal, "m.room.name", &content, ts).await?)
+                }
+                RemoteEventKind::Join | RemoteEventKind::Leave { .. } => None,
+            }
+        }
+    };
+    Ok(match (&event.id, sent) {
+        (Some(id), Some(event_id)) => vec![MappedEvent {
+            remote_chat: row.portal.clone(),
+            remote_id: id.clone(),
+            part: 0,
+            room_id: portal.room_id.to_string(),
+            event_id: event_id.to_string(),
+            sender: event.sender.id.clone(),
+        }],
+        _ => Vec::new(),
+    })
+}
+
+async fn send(
+    user: &crate::matrix::UserHandle,
+    portal: &Portal,
+    event_type: &str,
+    content: &serde_json::Value,
+    txn: &TransactionId,
+    ts: Option<MilliSecondsSinceUnixEpoch>,
+) -> Result<OwnedEventId, Undelivered> {
+    Ok(user
+        .send_message_event(&portal.room_id, &event_type.into(), content, txn, ts)
+        .await?)
+}
+
+/// Sets room state as the ghost, or as the bot when the ghost's power level is too low.
+async fn set_state(
+    shared: &Shared,
+    ghost: &crate::matrix::UserHandle,
+    portal: &Portal,
+    event_type: &str,
+    content: &serde_json::Value,
+    ts: Option<MilliSecondsSinceUnixEpoch>,
+) -> Result<OwnedEventId, Undelivered> {
+    match ghost
+        .send_state_event(&portal.room_id, &event_type.into(), "", content, ts)
+        .await
+    {
+        Ok(event) => Ok(event),
+        Err(crate::matrix::MatrixError::Api { source, .. }) if source.is("M_FORBIDDEN") => {
+            Ok(shared
+                .matrix
+                .bot()
+                .send_state_event(&portal.room_id, &event_type.into(), "", content, ts)
+                .await?)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The Matrix event of a bridged remote message, or why there is none.
+async fn mapped_target(
+    shared: &Shared,
+    portal: &Portal,
+    target: &str,
+) -> Result<OwnedEventId, Undelivered> {
+    let mapped = shared
+        .store
+        .event_of_remote(shared.network, &portal.remote_id, target, 0)
+        .await
+        .map_err(|error| Undelivered::Later(error.to_string()))?
+        .ok_or_else(|| Undelivered::Never(format!("{target:?} was never bridged")))?;
+    EventId::parse(&mapped.event_id).map_err(|error| Undelivered::Never(error.to_string()))
+}
+
+/// Redacts every part of the remote message `target`: as the ghost if it sent them, else
+/// as the bot (a moderator's deletion).
+async fn redact_parts(
+    shared: &Shared,
+    portal: &Portal,
+    event: &RemoteEvent,
+    target: &str,
+    row: &OutboxRow,
+) -> Result<Option<OwnedEventId>, Undelivered> {
+    let mut last = None;
+    for part in 0..MAX_PARTS {
+        let Some(mapped) = shared
+            .store
+            .event_of_remote(shared.network, &portal.remote_id, target, part)
+            .await
+            .map_err(|error| Undelivered::Later(error.to_string()))?
+        else {
+            break;
+        };
+        let redactor = if mapped.sender == event.sender.id {
+            shared
+                .matrix
+                .as_user(&shared.ghost_user_id(&event.sender.id)?)
+        } else {
+            shared.matrix.bot()
+        };
+        let event_id = EventId::parse(&mapped.event_id)
+            .map_err(|error| Undelivered::Never(error.to_string()))?;
+        let txn = transaction_id(
+            shared.network,
+            &row.portal,
+            &row.txn_id,
+            usize::try_from(part).unwrap_or_default(),
+        );
+        let redaction = redactor
+            .redact(
+                &portal.room_id,
+                &event_id,
+                <&TransactionId>::from(txn.as_str()),
+                None,
+            )
+            .await?;
+        last = Some(redaction);
+    }
+    if last.is_none() {
+        return Err(Undelivered::Never(format!("{target:?} was never bridged")));
+    }
+    Ok(last)
+}
+
+/// The most parts one remote message is looked up in.
+const MAX_PARTS: i64 = 64;
+
+/// The `m.room.message` content of a remote message: HTML sanitized, a reply pointing at
+/// the mapped event, a file uploaded.
+async fn message_content(
+    shared: &Shared,
+    portal: &Portal,
+    message: &RemoteMessage,
+) -> Result<serde_json::Value, Undelivered> {
+    let mut content = json!({ "msgtype": message.kind.msgtype(), "body": message.body });
+    if let Some(html) = &message.html {
+        content["format"] = json!("org.matrix.custom.html");
+        content["formatted_body"] = json!(crate::format::sanitize_html(html));
+    }
+    if let Some(file) = &message.file {
+        let limit = shared.upload_limit.load(Ordering::Relaxed);
+        let (data, content_type) = shared
+            .connector
+            .fetch_media(&file.url, limit)
+            .await
+            .map_err(|error| match error {
+                crate::connector::ConnectorError::Retry(reason) => Undelivered::Later(reason),
+                other => Undelivered::Never(other.to_string()),
+            })?;
+        let mxc = shared
+            .matrix
+            .bot()
+            .upload_media(&data, &content_type, Some(&file.name))
+            .await?;
+        let msgtype = match content_type.split('/').next() {
+            Some("image") => "m.image",
+            Some("video") => "m.video",
+            Some("audio") => "m.audio",
+            _ => "m.file",
+        };
+        content["msgtype"] = json!(msgtype);
+        content["url"] = json!(mxc);
+        content["filename"] = json!(file.name);
+        content["info"] = json!({ "mimetype": content_type, "size": data.len() });
+    }
+    if let Some(reply_to) = &message.reply_to {
+        match mapped_target(shared, portal, reply_to).await {
+            Ok(target) => {
+                content["m.relates_to"] = json!({ "m.in_reply_to": { "event_id": target } });
+            }
+            // A reply to something never bridged is still a message.
+            Err(Undelivered::Never(_)) => {}
+            Err(later) => return Err(later),
+        }
+    }
+    Ok(content)
+}
