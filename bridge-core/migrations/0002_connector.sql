@@ -17,3 +17,8 @@ CREATE TABLE management_rooms (
 
 -- A Matrix event may map to several remote parts; this finds them all from the event.
 CREATE INDEX message_map_room_event ON message_map (room_id, event_id);
+
+-- What a portal's room is made with, kept for a room made later (by the outbox, after a
+-- restart): whether it is public, and where its avatar comes from.
+ALTER TABLE portals ADD COLUMN public BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE portals ADD COLUMN avatar_source TEXT;

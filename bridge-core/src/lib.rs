@@ -14,6 +14,8 @@
 //! - [`format`]: Matrix HTML to and from a network's text, sanitizing, mentions;
 //! - [`config`], [`cli`], [`logging`], [`metrics`]: what a bridge binary needs at its edge.
 
+#![warn(missing_docs)]
+
 pub mod appservice;
 pub mod bridge;
 pub mod cli;

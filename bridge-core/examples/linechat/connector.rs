@@ -47,6 +47,7 @@ impl Linechat {
             cursors: Mutex::new(HashMap::new()),
             puppets: tokio::sync::Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
+            listener_task: Mutex::new(None),
         }))
     }
 }
@@ -69,6 +70,7 @@ pub struct State {
     cursors: Mutex<HashMap<String, u64>>,
     puppets: tokio::sync::Mutex<HashMap<OwnedUserId, Arc<Puppet>>>,
     stop: CancellationToken,
+    listener_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A Matrix user's own connection.
@@ -90,19 +92,30 @@ impl State {
         user.starts_with(&self.config.puppet_prefix) || user == self.config.listener_user
     }
 
-    /// The linechat user name of a Matrix user's puppet.
+    /// The linechat user name of a Matrix user's puppet: `<prefix><localpart>` when that
+    /// is a valid linechat name, else the localpart cut to what fits and a hash of the
+    /// whole user id, so that no two Matrix users share a puppet.
     fn puppet_name(&self, user: &UserId) -> String {
-        let localpart: String = user
+        let plain = format!("{}{}", self.config.puppet_prefix, user.localpart());
+        let fits = plain.len() <= 32
+            && user
+                .localpart()
+                .chars()
+                .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.'));
+        if fits && user.server_name() == self.bridge().matrix().server_name() {
+            return plain;
+        }
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(user.as_str().as_bytes());
+        let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let mut cut: String = user
             .localpart()
             .chars()
-            .map(|c| match c {
-                'a'..='z' | '0'..='9' | '_' | '.' | '-' => c,
-                _ => '_',
-            })
+            .filter(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.'))
             .collect();
-        let mut name = format!("{}{localpart}", self.config.puppet_prefix);
-        name.truncate(32);
-        name
+        cut.truncate(32 - self.config.puppet_prefix.len() - hash.len() - 1);
+        // The `-` marks a hashed name: plain names never contain one.
+        format!("{}{cut}-{hash}", self.config.puppet_prefix)
     }
 
     /// The puppet of `user`, connected (again, if its connection was lost).
@@ -252,13 +265,20 @@ impl State {
         let mut unsaved: HashMap<String, u64> = HashMap::new();
         loop {
             let event = tokio::select! {
-                event = events.recv() => event,
+                biased;
                 () = self.stop.cancelled() => None,
+                event = events.recv() => event,
             };
             let Some(event) = event else { break };
-            if let Some((channel, seq)) = self.on_event(&event).await {
-                self.advance(&channel, seq);
-                unsaved.insert(channel, seq);
+            match self.on_event(&event).await {
+                Some((channel, seq)) => {
+                    self.advance(&channel, seq);
+                    unsaved.insert(channel, seq);
+                }
+                // Stopped before the event was queued: later events must not move the
+                // cursor past it.
+                None if self.stop.is_cancelled() => break,
+                None => {}
             }
             // Cursors are saved when the burst is over: replaying a little is harmless.
             if events.is_empty() {
@@ -467,13 +487,23 @@ impl Connector for Linechat {
             }
         }
         let _ = self.bridge.set(bridge);
-        tokio::spawn(Arc::clone(&self.0).run_listener());
+        let task = tokio::spawn(Arc::clone(&self.0).run_listener());
+        *self.listener_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         tracing::info!(server = %self.config.server, portals = portals.len(), "linechat connector started");
         Ok(())
     }
 
     async fn stop(&self) {
         self.stop.cancel();
+        // The listener saves its cursors on the way out: wait for it.
+        let task = self
+            .listener_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     async fn portal_created(&self, portal: &Portal) -> Result<(), ConnectorError> {

@@ -146,8 +146,9 @@ fn help(shared: &Shared, permission: Permission, in_portal: bool) -> String {
     lines.join("\n")
 }
 
-/// The bot's own membership changed: an invite from a permitted user is accepted, and a
-/// room that is not a portal becomes that user's management room; leaving forgets it.
+/// The bot's own membership changed: an invite from a permitted user to a portal or to a
+/// direct chat is accepted, and the direct chat becomes that user's management room;
+/// leaving forgets it.
 pub(crate) async fn bot_membership(
     shared: &Arc<Shared>,
     room: &RoomId,
@@ -162,8 +163,16 @@ pub(crate) async fn bot_membership(
                 bot.leave(room).await?;
                 return Ok(());
             }
+            let is_portal = shared.portal_by_room(room).await?.is_some();
+            // Only a direct chat becomes a management room; the bot stays out of other
+            // rooms that are not portals.
+            if !is_portal && content["is_direct"] != true {
+                tracing::info!(%room, %sender, "invite declined: not a direct chat");
+                bot.leave(room).await?;
+                return Ok(());
+            }
             bot.join(room.into()).await?;
-            if shared.portal_by_room(room).await?.is_none() {
+            if !is_portal {
                 shared
                     .store
                     .add_management_room(room.as_str(), sender.as_str())

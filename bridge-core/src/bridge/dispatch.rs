@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ruma::events::room::MediaSource;
@@ -51,6 +52,9 @@ struct RawEvent {
     origin_server_ts: i64,
 }
 
+/// How often recording a bridged event is tried (over about a minute).
+const RECORD_ATTEMPTS: u32 = 15;
+
 /// What came of handing an event on.
 type Outcome = Result<Vec<String>, ConnectorError>;
 
@@ -85,10 +89,6 @@ impl MatrixEvents {
                 return Ok(());
             }
         };
-        // Echo suppression: what the bridge's own users did came from the bridge.
-        if shared.is_bridge_user(&event.sender) {
-            return Ok(());
-        }
         if event.event_type == "m.room.member"
             && let Some(user) = event
                 .state_key
@@ -96,6 +96,14 @@ impl MatrixEvents {
                 .and_then(|u| UserId::parse(u).ok())
         {
             shared.forget_display_name(&event.room_id, &user);
+            // A ghost kicked or banned on Matrix must join again before it speaks.
+            if event.content["membership"] != "join" {
+                shared.forget_joined(&event.room_id, &user);
+            }
+        }
+        // Echo suppression: what the bridge's own users did came from the bridge.
+        if shared.is_bridge_user(&event.sender) {
+            return Ok(());
         }
         if event.event_type == "m.room.member"
             && event.state_key.as_deref() == Some(shared.matrix.bot_user_id().as_str())
@@ -105,11 +113,13 @@ impl MatrixEvents {
         }
         let permission = shared.permissions.of(&event.sender);
         let Some(portal) = shared.portal_by_room(&event.room_id).await? else {
+            // Commands without a prefix only from the user whose direct chat it is.
             if event.event_type == "m.room.message"
                 && shared
                     .store
-                    .is_management_room(event.room_id.as_str())
+                    .management_room_owner(event.room_id.as_str())
                     .await?
+                    .is_some_and(|owner| owner == event.sender.as_str())
             {
                 let body = body_of(&event.content);
                 commands::run(
@@ -181,10 +191,18 @@ impl MatrixEvents {
                     .message(portal, event, &content.msgtype, permission)
                     .await?;
                 match content.relates_to {
+                    Some(Relation::Replacement(_)) if !shared.capabilities.edits => {
+                        Err(ConnectorError::Unsupported)
+                    }
                     Some(Relation::Replacement(replacement)) => {
                         let Some(target) = self.target(portal, &replacement.event_id).await? else {
                             return Ok(None);
                         };
+                        // Only a message's sender may edit it (clients hide other edits).
+                        if target.sender != event.sender.as_str() {
+                            tracing::info!(event_id = %event.event_id, "an edit of someone else's message is not bridged");
+                            return Ok(None);
+                        }
                         let new_content = self
                             .message(portal, event, &replacement.new_content.msgtype, permission)
                             .await?;
@@ -215,6 +233,7 @@ impl MatrixEvents {
                     }
                 }
             }
+            "m.reaction" if !shared.capabilities.reactions => Err(ConnectorError::Unsupported),
             "m.reaction" => {
                 let relates = &event.content["m.relates_to"];
                 let (Some(target), Some(key)) = (
@@ -236,6 +255,9 @@ impl MatrixEvents {
                 };
                 connector.handle_reaction(portal, &reaction).await
             }
+            "m.room.redaction" if !shared.capabilities.redactions => {
+                Err(ConnectorError::Unsupported)
+            }
             "m.room.redaction" => {
                 let redacts = event.redacts.clone().or_else(|| {
                     event.content["redacts"]
@@ -247,6 +269,15 @@ impl MatrixEvents {
                 };
                 let targets = self.targets(portal, &redacts).await?;
                 if targets.is_empty() {
+                    return Ok(None);
+                }
+                // Someone else's message: only a room moderator may take it down.
+                if targets.iter().any(|t| t.sender != event.sender.as_str())
+                    && !self
+                        .may_redact_others(&event.room_id, &event.sender)
+                        .await?
+                {
+                    tracing::info!(event_id = %event.event_id, "a redaction without the power to redact is not bridged");
                     return Ok(None);
                 }
                 let redaction = MatrixRedaction {
@@ -311,18 +342,37 @@ impl MatrixEvents {
         match outcome {
             None => Ok(()),
             Some(Ok(remote_ids)) => {
-                for (part, remote_id) in remote_ids.into_iter().enumerate() {
-                    let mapped = MappedEvent {
+                let mapped: Vec<MappedEvent> = remote_ids
+                    .into_iter()
+                    .enumerate()
+                    .map(|(part, remote_id)| MappedEvent {
                         remote_chat: portal.remote_id.clone(),
                         remote_id,
                         part: i64::try_from(part).unwrap_or(i64::MAX),
                         room_id: event.room_id.to_string(),
                         event_id: event.event_id.to_string(),
                         sender: event.sender.to_string(),
-                    };
-                    shared.store.map_event(shared.network, &mapped).await?;
+                    })
+                    .collect();
+                // The network has the event now: only the record is retried here, since
+                // handing the event over again would send it twice.
+                let mut wait = Duration::from_millis(100);
+                let mut attempts = 0;
+                loop {
+                    match shared.store.map_events(shared.network, &mapped).await {
+                        Ok(()) => return Ok(()),
+                        Err(error) if attempts < RECORD_ATTEMPTS => {
+                            attempts += 1;
+                            tracing::warn!(%error, "cannot record a bridged event; retrying");
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(Duration::from_secs(5));
+                        }
+                        Err(error) => {
+                            tracing::error!(event_id = %event.event_id, %error, "a bridged event was not recorded: later edits and replies to it will not be bridged");
+                            return Ok(());
+                        }
+                    }
                 }
-                Ok(())
             }
             Some(Err(ConnectorError::Retry(reason))) => {
                 Err(BridgeError::Connector(ConnectorError::Retry(reason)))
@@ -336,12 +386,11 @@ impl MatrixEvents {
                     other => other.to_string(),
                 };
                 tracing::info!(event_id = %event.event_id, %reason, "not bridged");
-                shared
-                    .bot_notice(
-                        &event.room_id,
-                        &format!("⚠ {}: your {what} was not bridged: {reason}", event.sender),
-                    )
-                    .await
+                let notice = format!("⚠ {}: your {what} was not bridged: {reason}", event.sender);
+                if let Err(error) = shared.bot_notice(&event.room_id, &notice).await {
+                    tracing::warn!(%error, "cannot tell the sender their event was not bridged");
+                }
+                Ok(())
             }
         }
     }
@@ -354,62 +403,26 @@ impl MatrixEvents {
         msgtype: &MessageType,
         permission: Permission,
     ) -> Result<MatrixMessage, BridgeError> {
+        // The four media contents have the same fields but no common type.
+        macro_rules! media {
+            ($content:expr) => {{
+                let info = $content.info.as_deref();
+                media(
+                    &$content.source,
+                    info.and_then(|i| i.mimetype.clone()),
+                    info.and_then(|i| i.size),
+                    $content.filename.clone(),
+                )
+            }};
+        }
         let (kind, formatted, media) = match msgtype {
             MessageType::Text(c) => (MessageKind::Text, c.formatted.as_ref(), None),
             MessageType::Notice(c) => (MessageKind::Notice, c.formatted.as_ref(), None),
             MessageType::Emote(c) => (MessageKind::Emote, c.formatted.as_ref(), None),
-            MessageType::Image(c) => {
-                let info = c.info.as_deref();
-                (
-                    MessageKind::Image,
-                    c.formatted.as_ref(),
-                    media(
-                        &c.source,
-                        info.and_then(|i| i.mimetype.clone()),
-                        info.and_then(|i| i.size),
-                        c.filename.clone(),
-                    ),
-                )
-            }
-            MessageType::File(c) => {
-                let info = c.info.as_deref();
-                (
-                    MessageKind::File,
-                    c.formatted.as_ref(),
-                    media(
-                        &c.source,
-                        info.and_then(|i| i.mimetype.clone()),
-                        info.and_then(|i| i.size),
-                        c.filename.clone(),
-                    ),
-                )
-            }
-            MessageType::Video(c) => {
-                let info = c.info.as_deref();
-                (
-                    MessageKind::Video,
-                    c.formatted.as_ref(),
-                    media(
-                        &c.source,
-                        info.and_then(|i| i.mimetype.clone()),
-                        info.and_then(|i| i.size),
-                        c.filename.clone(),
-                    ),
-                )
-            }
-            MessageType::Audio(c) => {
-                let info = c.info.as_deref();
-                (
-                    MessageKind::Audio,
-                    c.formatted.as_ref(),
-                    media(
-                        &c.source,
-                        info.and_then(|i| i.mimetype.clone()),
-                        info.and_then(|i| i.size),
-                        c.filename.clone(),
-                    ),
-                )
-            }
+            MessageType::Image(c) => (MessageKind::Image, c.formatted.as_ref(), media!(c)),
+            MessageType::File(c) => (MessageKind::File, c.formatted.as_ref(), media!(c)),
+            MessageType::Video(c) => (MessageKind::Video, c.formatted.as_ref(), media!(c)),
+            MessageType::Audio(c) => (MessageKind::Audio, c.formatted.as_ref(), media!(c)),
             other => (MessageKind::from_msgtype(other.msgtype()), None, None),
         };
         let html = formatted
@@ -466,6 +479,24 @@ impl MatrixEvents {
         mapped.into_iter().map(remote_ref).collect()
     }
 
+    /// Whether `user`'s power level in `room` reaches the level needed to redact others'
+    /// events.
+    async fn may_redact_others(&self, room: &RoomId, user: &UserId) -> Result<bool, BridgeError> {
+        let levels = self
+            .shared
+            .matrix
+            .bot()
+            .room_state(room, "m.room.power_levels", "")
+            .await?
+            .unwrap_or_default();
+        let level = levels["users"][user.as_str()]
+            .as_i64()
+            .or_else(|| levels["users_default"].as_i64())
+            .unwrap_or(0);
+        let needed = levels["redact"].as_i64().unwrap_or(50);
+        Ok(level >= needed)
+    }
+
     fn membership(&self, event: &RawEvent) -> Option<MatrixMembership> {
         let target = UserId::parse(event.state_key.as_deref()?).ok()?;
         let membership = match event.content["membership"].as_str()? {
@@ -505,7 +536,7 @@ impl MatrixEvents {
             !shared.is_bridge_user(user) && shared.permissions.of(user) >= Permission::Relay
         };
         match stored.event_type.as_str() {
-            "m.typing" => {
+            "m.typing" if shared.capabilities.typing => {
                 let now: HashSet<OwnedUserId> = value["content"]["user_ids"]
                     .as_array()
                     .into_iter()
@@ -513,18 +544,27 @@ impl MatrixEvents {
                     .filter_map(|u| UserId::parse(u.as_str()?).ok())
                     .filter(|u| allowed(u))
                     .collect();
-                let before = {
-                    let mut typing = shared.typing.lock().unwrap_or_else(|p| p.into_inner());
-                    typing.insert(room.clone(), now.clone()).unwrap_or_default()
-                };
+                let before = shared
+                    .typing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&room)
+                    .cloned()
+                    .unwrap_or_default();
                 for user in now.difference(&before) {
                     log_refusal(shared.connector.handle_typing(&portal, user, true).await)?;
                 }
                 for user in before.difference(&now) {
                     log_refusal(shared.connector.handle_typing(&portal, user, false).await)?;
                 }
+                // Recorded once handed on: a retry must see the same changes again.
+                shared
+                    .typing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(room.clone(), now);
             }
-            "m.receipt" => {
+            "m.receipt" if shared.capabilities.receipts => {
                 for (event_id, receipts) in value["content"].as_object().into_iter().flatten() {
                     let Ok(event_id) = OwnedEventId::try_from(event_id.as_str()) else {
                         continue;

@@ -88,6 +88,31 @@ impl Shared {
         Ok(user_id)
     }
 
+    /// Registers the ghost of `info.id` if it is new (setting its first profile from
+    /// `info`); a known ghost's profile is left alone. Queued events use this: their
+    /// sender's name is a snapshot from when they were queued, and an older snapshot must
+    /// not undo a later [`Shared::ensure_ghost`].
+    pub(crate) async fn ensure_ghost_registered(
+        &self,
+        info: &GhostInfo,
+    ) -> Result<OwnedUserId, BridgeError> {
+        let known = match self.lock_ghosts().get(&info.id) {
+            Some(row) => row.registered,
+            None => false,
+        };
+        if known {
+            return self.ghost_user_id(&info.id);
+        }
+        if let Some(row) = self.store.ghost(self.network, &info.id).await?
+            && row.registered
+        {
+            let user_id = self.ghost_user_id(&row.remote_id)?;
+            self.lock_ghosts().insert(info.id.clone(), row);
+            return Ok(user_id);
+        }
+        self.ensure_ghost(info).await
+    }
+
     /// Uploads the avatar at `source` (empty: none). A failure is logged and gives no
     /// avatar: a missing picture must not hold up messages.
     pub(crate) async fn upload_avatar(&self, source: &str) -> Option<OwnedMxcUri> {

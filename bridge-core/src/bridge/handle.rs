@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) command_prefix: String,
     pub(crate) permissions: Permissions,
     pub(crate) connector: Arc<dyn Connector>,
+    /// What the connector can carry; the rest is refused without asking it.
+    pub(crate) capabilities: crate::connector::Capabilities,
     pub(crate) outbox: Outbox,
     /// Ghosts as last saved, so that an unchanged profile costs no database read.
     pub(crate) ghosts: Mutex<HashMap<String, GhostRow>>,

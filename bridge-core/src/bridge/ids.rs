@@ -20,8 +20,14 @@ pub fn escape_localpart(id: &str) -> String {
     escaped
 }
 
-/// Reverses [`escape_localpart`]; `None` if `escaped` is not an escaped id.
+/// Reverses [`escape_localpart`]; `None` if `escaped` is not what escaping gives (so no
+/// two Matrix ids stand for one remote id: `=61` is not another spelling of `a`).
 pub fn unescape_localpart(escaped: &str) -> Option<String> {
+    let id = unescape_any(escaped)?;
+    (escape_localpart(&id) == escaped).then_some(id)
+}
+
+fn unescape_any(escaped: &str) -> Option<String> {
     let mut bytes = Vec::with_capacity(escaped.len());
     let mut input = escaped.bytes();
     while let Some(byte) = input.next() {
@@ -86,7 +92,7 @@ mod tests {
         }
         assert_eq!(escape_localpart("Bob_Smith"), "_bob___smith");
         assert_eq!(escape_localpart("x y"), "x=20y");
-        for bad in ["_", "_1", "=", "=zz", "A", "a b"] {
+        for bad in ["_", "_1", "=", "=zz", "A", "a b", "=61", "=5f"] {
             assert_eq!(unescape_localpart(bad), None, "{bad}");
         }
     }

@@ -111,6 +111,7 @@ pub async fn run_bridge<N: NetworkConfig>(
         alias_prefix: config.appservice.alias_prefix.clone(),
         command_prefix: config.bridge_settings.command_prefix.clone(),
         permissions: config.bridge_settings.permissions.clone(),
+        capabilities: info.capabilities,
         connector,
         ghosts: Default::default(),
         joined: Default::default(),
@@ -129,13 +130,21 @@ pub async fn run_bridge<N: NetworkConfig>(
         failed.clone(),
         startup_error_tx,
     ));
+    // Stopping: Matrix events stop waiting for the connector, the outbox finishes the
+    // sends in hand and the connector disconnects, all while the database is still open
+    // (the foundation closes it once this completes).
     let stop = {
         let failed = failed.clone();
+        let shared = Arc::clone(&shared);
         async move {
             tokio::select! {
                 () = shutdown => {}
                 () = failed.cancelled() => {}
             }
+            shared.started.send_replace(Some(false));
+            outbox_shutdown.cancel();
+            shared.outbox.stopped().await;
+            shared.connector.stop().await;
         }
     };
     let handler = Arc::new(dispatch::MatrixEvents {
@@ -146,10 +155,6 @@ pub async fn run_bridge<N: NetworkConfig>(
     });
     let served = foundation.run(handler, queries, metrics, stop).await;
     startup.abort();
-    shared.started.send_replace(Some(false));
-    outbox_shutdown.cancel();
-    shared.outbox.stopped().await;
-    shared.connector.stop().await;
     if let Ok(error) = startup_error.await {
         return Err(error);
     }

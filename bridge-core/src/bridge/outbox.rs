@@ -122,7 +122,10 @@ impl Outbox {
                 }
                 format!("id:{id}")
             }
-            None => format!("seq:{seq}"),
+            // Without a remote id nothing recognises a repeat, and the key must never
+            // come back: seqs restart from the queue's highest after a restart, and
+            // Synapse would answer a reused transaction id with the earlier event.
+            None => format!("seq:{seq}:{:016x}", rand::random::<u64>()),
         };
         let content =
             serde_json::to_string(event).map_err(|error| BridgeError::InvalidRemoteId {
@@ -248,7 +251,7 @@ async fn sleep_or_stop(shutdown: &CancellationToken, wait: Duration) -> bool {
 async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, Undelivered> {
     let event: RemoteEvent = serde_json::from_str(&row.content)
         .map_err(|error| Undelivered::Never(format!("unreadable queued event: {error}")))?;
-    let (portal, _) = shared.ensure_room(&row.portal, None).await?;
+    let (portal, _) = shared.ensure_room(&row.portal).await?;
     if let Some(id) = &event.id
         && shared
             .store
@@ -259,7 +262,7 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
     {
         return Ok(Vec::new());
     }
-    let ghost = shared.ensure_ghost(&event.sender).await?;
+    let ghost = shared.ensure_ghost_registered(&event.sender).await?;
     let as_ghost = shared.matrix.as_user(&ghost);
     let ts = event
         .timestamp
@@ -281,12 +284,24 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
             shared.ensure_joined(&portal.room_id, &ghost).await?;
             match kind {
                 RemoteEventKind::Message(message) => {
-                    let content = message_content(shared, &portal, message).await?;
-                    Some(send(&as_ghost, &portal, "m.room.message", &content, txn, ts).await?)
+                    let content = message_content(shared, &portal, message, row.attempts).await?;
+                    Some(
+                        send(
+                            shared,
+                            &as_ghost,
+                            &portal,
+                            "m.room.message",
+                            &content,
+                            txn,
+                            ts,
+                        )
+                        .await?,
+                    )
                 }
                 RemoteEventKind::Edit { target, message } => {
                     let target = mapped_target(shared, &portal, target).await?;
-                    let new_content = message_content(shared, &portal, message).await?;
+                    let new_content =
+                        message_content(shared, &portal, message, row.attempts).await?;
                     let mut content = new_content.clone();
                     content["body"] = json!(format!("* {}", message.body));
                     if let Some(html) = content.get("formatted_body").and_then(|h| h.as_str()) {
@@ -295,14 +310,25 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
                     content["m.new_content"] = new_content;
                     content["m.relates_to"] =
                         json!({ "rel_type": "m.replace", "event_id": target });
-                    Some(send(&as_ghost, &portal, "m.room.message", &content, txn, ts).await?)
+                    Some(
+                        send(
+                            shared,
+                            &as_ghost,
+                            &portal,
+                            "m.room.message",
+                            &content,
+                            txn,
+                            ts,
+                        )
+                        .await?,
+                    )
                 }
                 RemoteEventKind::Reaction { target, key } => {
                     let target = mapped_target(shared, &portal, target).await?;
                     let content = json!({ "m.relates_to": {
                         "rel_type": "m.annotation", "event_id": target, "key": key,
                     }});
-                    Some(send(&as_ghost, &portal, "m.reaction", &content, txn, ts).await?)
+                    Some(send(shared, &as_ghost, &portal, "m.reaction", &content, txn, ts).await?)
                 }
                 RemoteEventKind::Delete { target } => {
                     redact_parts(shared, &portal, &event, target, row).await?
@@ -332,7 +358,10 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
     })
 }
 
+/// Sends a message event as `user`. A ghost refused because it is no longer in the room
+/// (kicked, or it left on the Matrix side) joins again and sends once more.
 async fn send(
+    shared: &Shared,
     user: &crate::matrix::UserHandle,
     portal: &Portal,
     event_type: &str,
@@ -340,9 +369,22 @@ async fn send(
     txn: &TransactionId,
     ts: Option<MilliSecondsSinceUnixEpoch>,
 ) -> Result<OwnedEventId, Undelivered> {
-    Ok(user
-        .send_message_event(&portal.room_id, &event_type.into(), content, txn, ts)
-        .await?)
+    let event_type = event_type.into();
+    match user
+        .send_message_event(&portal.room_id, &event_type, content, txn, ts)
+        .await
+    {
+        Err(crate::matrix::MatrixError::Api { source, .. }) if source.is("M_FORBIDDEN") => {
+            shared.forget_joined(&portal.room_id, user.user_id());
+            shared
+                .ensure_joined(&portal.room_id, user.user_id())
+                .await?;
+            Ok(user
+                .send_message_event(&portal.room_id, &event_type, content, txn, ts)
+                .await?)
+        }
+        sent => Ok(sent?),
+    }
 }
 
 /// Sets room state as the ghost, or as the bot when the ghost's power level is too low.
@@ -435,6 +477,9 @@ async fn redact_parts(
     Ok(last)
 }
 
+/// How often fetching a message's file is tried before its link is sent instead.
+const MEDIA_ATTEMPTS: i64 = 5;
+
 /// The most parts one remote message is looked up in.
 const MAX_PARTS: i64 = 64;
 
@@ -444,6 +489,7 @@ async fn message_content(
     shared: &Shared,
     portal: &Portal,
     message: &RemoteMessage,
+    attempts: i64,
 ) -> Result<serde_json::Value, Undelivered> {
     let mut content = json!({ "msgtype": message.kind.msgtype(), "body": message.body });
     if let Some(html) = &message.html {
@@ -451,30 +497,7 @@ async fn message_content(
         content["formatted_body"] = json!(crate::format::sanitize_html(html));
     }
     if let Some(file) = &message.file {
-        let limit = shared.upload_limit.load(Ordering::Relaxed);
-        let (data, content_type) = shared
-            .connector
-            .fetch_media(&file.url, limit)
-            .await
-            .map_err(|error| match error {
-                crate::connector::ConnectorError::Retry(reason) => Undelivered::Later(reason),
-                other => Undelivered::Never(other.to_string()),
-            })?;
-        let mxc = shared
-            .matrix
-            .bot()
-            .upload_media(&data, &content_type, Some(&file.name))
-            .await?;
-        let msgtype = match content_type.split('/').next() {
-            Some("image") => "m.image",
-            Some("video") => "m.video",
-            Some("audio") => "m.audio",
-            _ => "m.file",
-        };
-        content["msgtype"] = json!(msgtype);
-        content["url"] = json!(mxc);
-        content["filename"] = json!(file.name);
-        content["info"] = json!({ "mimetype": content_type, "size": data.len() });
+        attach_file(shared, &mut content, message, file, attempts).await?;
     }
     if let Some(reply_to) = &message.reply_to {
         match mapped_target(shared, portal, reply_to).await {
@@ -487,4 +510,58 @@ async fn message_content(
         }
     }
     Ok(content)
+}
+
+/// Uploads `file` and makes `content` a media message of it. A file that cannot be had
+/// (refused, too big, or refused by the media repository) leaves a text message with its
+/// link instead: the words are not lost with the file.
+async fn attach_file(
+    shared: &Shared,
+    content: &mut serde_json::Value,
+    message: &RemoteMessage,
+    file: &crate::connector::RemoteFile,
+    attempts: i64,
+) -> Result<(), Undelivered> {
+    let limit = shared.upload_limit.load(Ordering::Relaxed);
+    let uploaded = match shared.connector.fetch_media(&file.url, limit).await {
+        Ok((data, content_type)) => match shared
+            .matrix
+            .bot()
+            .upload_media(&data, &content_type, Some(&file.name))
+            .await
+        {
+            Ok(mxc) => Ok((mxc, content_type, data.len())),
+            Err(error) if matrix_is_transient(&error) => return Err(error.into()),
+            Err(error) => Err(error.to_string()),
+        },
+        // A file that stays out of reach must not hold its portal up for ever.
+        Err(crate::connector::ConnectorError::Retry(reason)) if attempts < MEDIA_ATTEMPTS => {
+            return Err(Undelivered::Later(reason));
+        }
+        Err(error) => Err(error.to_string()),
+    };
+    match uploaded {
+        Ok((mxc, content_type, size)) => {
+            let msgtype = match content_type.split('/').next() {
+                Some("image") => "m.image",
+                Some("video") => "m.video",
+                Some("audio") => "m.audio",
+                _ => "m.file",
+            };
+            content["msgtype"] = json!(msgtype);
+            content["url"] = json!(mxc);
+            content["filename"] = json!(file.name);
+            content["info"] = json!({ "mimetype": content_type, "size": size });
+        }
+        Err(reason) => {
+            tracing::info!(url = %file.url, %reason, "file not uploaded; sending its link");
+            let body = if message.body.is_empty() {
+                file.url.clone()
+            } else {
+                format!("{} ({})", message.body, file.url)
+            };
+            content["body"] = json!(body);
+        }
+    }
+    Ok(())
 }

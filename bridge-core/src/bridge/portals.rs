@@ -65,10 +65,12 @@ impl Shared {
             name: info.name.clone(),
             topic: info.topic.clone(),
             avatar_url: None,
+            avatar_source: info.avatar.clone(),
+            public: info.public,
             metadata: info.metadata.to_string(),
         };
         self.store.insert_portal(self.network, &row).await?;
-        let (portal, created) = self.ensure_room(&info.remote_id, Some(info)).await?;
+        let (portal, created) = self.ensure_room(&info.remote_id).await?;
         if created {
             for member in &info.members {
                 let joined = async {
@@ -79,18 +81,14 @@ impl Shared {
                     tracing::warn!(portal = %info.remote_id, member = %member.id, %error, "cannot join a member's ghost");
                 }
             }
-            self.connector.portal_created(&portal).await?;
         }
         Ok(portal)
     }
 
     /// The portal of `remote_id` with its room, creating the room if it has none yet
-    /// (once, whoever asks first; the others wait). Returns whether it was created now.
-    pub(crate) async fn ensure_room(
-        &self,
-        remote_id: &str,
-        info: Option<&PortalInfo>,
-    ) -> Result<(Portal, bool), BridgeError> {
+    /// (once, whoever asks first; the others wait) and then telling the connector.
+    /// Returns whether it was created now.
+    pub(crate) async fn ensure_room(&self, remote_id: &str) -> Result<(Portal, bool), BridgeError> {
         let lock = {
             let mut creating = self.creating.lock().await;
             Arc::clone(creating.entry(remote_id.to_owned()).or_default())
@@ -104,22 +102,22 @@ impl Shared {
         if let Some(portal) = portal_of(&row) {
             return Ok((portal, false));
         }
-        let room_id = self.create_room(&mut row, info).await?;
+        let room_id = self.create_room(&mut row).await?;
         row.room_id = Some(room_id.to_string());
         self.store.update_portal(self.network, &row).await?;
         self.creating.lock().await.remove(remote_id);
         tracing::info!(portal = %remote_id, room = %room_id, "portal room created");
         let portal =
             portal_of(&row).ok_or_else(|| BridgeError::UnknownPortal(remote_id.to_owned()))?;
+        // The room exists whatever the connector answers; a failure is logged.
+        if let Err(error) = self.connector.portal_created(&portal).await {
+            tracing::error!(portal = %remote_id, %error, "the connector failed to take up a new portal");
+        }
         Ok((portal, true))
     }
 
     /// Creates the room of `row` (finding it by alias if an earlier attempt made it).
-    async fn create_room(
-        &self,
-        row: &mut PortalRow,
-        info: Option<&PortalInfo>,
-    ) -> Result<OwnedRoomId, BridgeError> {
+    async fn create_room(&self, row: &mut PortalRow) -> Result<OwnedRoomId, BridgeError> {
         let bot = self.matrix.bot();
         let alias = row
             .alias
@@ -133,7 +131,7 @@ impl Shared {
         // No lookup of the alias first: for an alias that does not exist, the homeserver
         // would ask the bridge (the alias is in its namespace), and this may run inside that
         // very question. `M_ROOM_IN_USE` below tells that the room exists.
-        let public = info.is_some_and(|info| info.public);
+        let public = row.public;
         let bridge_state = json!({
             "bridgebot": self.matrix.bot_user_id(),
             "protocol": { "id": self.network, "displayname": self.network_name },
@@ -144,8 +142,8 @@ impl Shared {
             json!({ "type": "m.bridge", "state_key": state_key, "content": bridge_state }),
             json!({ "type": "uk.half-shot.bridge", "state_key": state_key, "content": bridge_state }),
         ];
-        if let Some(source) = info.and_then(|info| info.avatar.as_deref())
-            && let Some(mxc) = self.upload_avatar(source).await
+        if let Some(source) = row.avatar_source.clone()
+            && let Some(mxc) = self.upload_avatar(&source).await
         {
             initial_state.push(
                 json!({ "type": "m.room.avatar", "state_key": "", "content": { "url": mxc } }),

@@ -39,8 +39,9 @@ pub struct ConnectorInfo {
     pub capabilities: Capabilities,
 }
 
-/// What a network can carry from Matrix; the framework answers the rest itself (an edit
-/// to a network without edits is refused with a notice, not silently dropped).
+/// What a network can carry from Matrix. The framework does not hand the rest to the
+/// connector: an edit, redaction or reaction is answered with a notice that the network
+/// does not support it (never dropped in silence), typing and receipts are left alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// Edits ([`Connector::handle_edit`]).

@@ -60,13 +60,14 @@ impl Store {
         Ok(())
     }
 
-    /// Whether `room_id` is a management room.
-    pub async fn is_management_room(&self, room_id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 AS found FROM management_rooms WHERE room_id = $1")
+    /// The user whose management room `room_id` is, if it is one.
+    pub async fn management_room_owner(&self, room_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT user_id FROM management_rooms WHERE room_id = $1")
             .bind(room_id)
             .fetch_optional(self.pool())
             .await?;
-        Ok(row.is_some())
+        row.map(|row| Ok(row.try_get::<String, _>("user_id")?))
+            .transpose()
     }
 
     /// Forgets a management room (the bot left it).

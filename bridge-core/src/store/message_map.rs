@@ -40,6 +40,20 @@ impl Store {
         insert(self.pool(), network, mapped).await
     }
 
+    /// Records the mappings of one event's parts, all or none.
+    pub async fn map_events(
+        &self,
+        network: &str,
+        mapped: &[MappedEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for mapped in mapped {
+            insert(&mut *tx, network, mapped).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The Matrix event of a remote message's part.
     pub async fn event_of_remote(
         &self,

@@ -21,11 +21,16 @@ pub struct PortalRow {
     pub topic: Option<String>,
     /// The avatar's `mxc://` URI last set.
     pub avatar_url: Option<String>,
+    /// Where the avatar comes from (the connector's source).
+    pub avatar_source: Option<String>,
+    /// Whether anyone may join the room and it is listed in the directory.
+    pub public: bool,
     /// Connector-owned data, JSON.
     pub metadata: String,
 }
 
-const COLUMNS: &str = "remote_id, room_id, alias, name, topic, avatar_url, metadata";
+const COLUMNS: &str =
+    "remote_id, room_id, alias, name, topic, avatar_url, avatar_source, public, metadata";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<PortalRow, StoreError> {
     Ok(PortalRow {
@@ -35,6 +40,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<PortalRow, StoreError> {
         name: row.try_get("name")?,
         topic: row.try_get("topic")?,
         avatar_url: row.try_get("avatar_url")?,
+        avatar_source: row.try_get("avatar_source")?,
+        public: row.try_get::<i64, _>("public")? != 0,
         metadata: row.try_get("metadata")?,
     })
 }
@@ -87,7 +94,8 @@ impl Store {
     pub async fn insert_portal(&self, network: &str, portal: &PortalRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO portals (network, remote_id, room_id, alias, name, topic, avatar_url, \
-             metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             metadata, created_at, avatar_source, public) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (network, remote_id) DO NOTHING",
         )
         .bind(network)
@@ -99,6 +107,8 @@ impl Store {
         .bind(portal.avatar_url.as_deref())
         .bind(&portal.metadata)
         .bind(now_ms())
+        .bind(portal.avatar_source.as_deref())
+        .bind(i64::from(portal.public))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -108,7 +118,8 @@ impl Store {
     pub async fn update_portal(&self, network: &str, portal: &PortalRow) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE portals SET room_id = $3, alias = $4, name = $5, topic = $6, \
-             avatar_url = $7, metadata = $8 WHERE network = $1 AND remote_id = $2",
+             avatar_url = $7, metadata = $8, avatar_source = $9, public = $10 \
+             WHERE network = $1 AND remote_id = $2",
         )
         .bind(network)
         .bind(&portal.remote_id)
@@ -118,6 +129,8 @@ impl Store {
         .bind(portal.topic.as_deref())
         .bind(portal.avatar_url.as_deref())
         .bind(&portal.metadata)
+        .bind(portal.avatar_source.as_deref())
+        .bind(i64::from(portal.public))
         .execute(self.pool())
         .await?;
         Ok(())
