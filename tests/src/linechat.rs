@@ -97,6 +97,16 @@ impl LinechatBridge {
         server: SocketAddr,
         database_url: Option<String>,
     ) -> Result<(LinechatBridge, PathBuf)> {
+        Self::prepare_with(server, database_url, str::to_owned)
+    }
+
+    /// [`LinechatBridge::prepare`], with the generated config file passed through `edit`
+    /// (for settings the environment cannot carry, such as permissions).
+    pub fn prepare_with(
+        server: SocketAddr,
+        database_url: Option<String>,
+        edit: impl FnOnce(&str) -> String,
+    ) -> Result<(LinechatBridge, PathBuf)> {
         let dir = next_folder("linechat-bridge")?;
         let port = free_port()?;
         let registration = dir.join("registration.yaml");
@@ -139,6 +149,8 @@ impl LinechatBridge {
         };
         let config = bridge.config_path();
         bridge.run_command(&["generate-config", "--output", &config.display().to_string()])?;
+        let text = std::fs::read_to_string(&config).map_err(Error::io("reading the config"))?;
+        std::fs::write(&config, edit(&text)).map_err(Error::io("writing the config"))?;
         bridge.run_command(&["generate-registration"])?;
         Ok((bridge, registration))
     }

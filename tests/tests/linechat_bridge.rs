@@ -33,11 +33,17 @@ async fn bed() -> Bed {
 
 /// The bed with the bridge's database at `database_url` (SQLite when `None`).
 async fn bed_on(database_url: Option<String>) -> Bed {
+    bed_with(database_url, str::to_owned).await
+}
+
+/// The bed with the generated config passed through `edit`.
+async fn bed_with(database_url: Option<String>, edit: impl FnOnce(&str) -> String) -> Bed {
     let server = LinechatServer::start().await.unwrap();
     let mut carol = server.client("carol", "Carol C.").await.unwrap();
     carol.join("#general").await.unwrap();
     carol.profile("Carol C.", Some(AVATAR)).await.unwrap();
-    let (mut bridge, registration) = LinechatBridge::prepare(server.addr(), database_url).unwrap();
+    let (mut bridge, registration) =
+        LinechatBridge::prepare_with(server.addr(), database_url, edit).unwrap();
     let synapse = Synapse::start(&[registration]).await.unwrap();
     bridge.start(&synapse.url()).await.unwrap();
     let alice = synapse
@@ -421,4 +427,178 @@ async fn bursts_survive_a_crash_on_postgresql() {
         .await
         .unwrap();
     bursts_survive_a_crash(Some(url), 200).await;
+}
+
+/// The bot: a direct chat becomes a management room with `help` and the connector's
+/// commands; permissions keep a user without any out of the bridge and its commands.
+#[tokio::test]
+async fn the_bot_takes_commands_within_permissions() {
+    let mut bed = bed_with(None, |config| {
+        let entries = "    \"localhost\": \"user\"\n";
+        assert!(config.contains(entries), "{config}");
+        config.replace(
+            entries,
+            &format!(
+                "{entries}    \"@mallory:localhost\": \"none\"\n    \"@relay:localhost\": \"relay\"\n"
+            ),
+        )
+    })
+    .await;
+    let bot = "@linechatbot:localhost";
+    let from_bot = |text: &'static str| {
+        move |e: &Value| {
+            e["sender"] == bot
+                && e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(text))
+        }
+    };
+    let mallory = bed
+        .synapse
+        .register_user("mallory", "mallory-password", false)
+        .await
+        .unwrap();
+    let relay = bed
+        .synapse
+        .register_user("relay", "relay-password", false)
+        .await
+        .unwrap();
+
+    // alice's direct chat with the bot: a welcome, then help and commands without prefix.
+    let dm = bed
+        .alice
+        .create_room(
+            json!({ "is_direct": true, "invite": [bot], "preset": "trusted_private_chat" }),
+        )
+        .await
+        .unwrap();
+    bed.alice
+        .wait_for_event(&dm, WAIT, from_bot("Say `help`"))
+        .await
+        .unwrap();
+    bed.alice.send_text(&dm, "help").await.unwrap();
+    let help = bed
+        .alice
+        .wait_for_event(&dm, WAIT, from_bot("commands"))
+        .await
+        .unwrap();
+    let help = help["content"]["body"].as_str().unwrap();
+    assert!(
+        help.contains("join <#channel>") && help.contains("list"),
+        "{help}"
+    );
+    bed.alice.send_text(&dm, "frobnicate").await.unwrap();
+    bed.alice
+        .wait_for_event(&dm, WAIT, from_bot("Unknown command `frobnicate`"))
+        .await
+        .unwrap();
+    bed.alice.send_text(&dm, "join #random").await.unwrap();
+    bed.alice
+        .wait_for_event(&dm, WAIT, from_bot("Invited you to #random"))
+        .await
+        .unwrap();
+    let random = bed.alice.wait_for_invite(WAIT).await.unwrap();
+    bed.alice.join(random.as_str()).await.unwrap();
+
+    // In a portal the prefix is needed; `relay` may list but not join.
+    relay.join(bed.room.as_str()).await.unwrap();
+    relay
+        .send_text(&bed.room, "!linechat join #elsewhere")
+        .await
+        .unwrap();
+    relay
+        .wait_for_event(&bed.room, WAIT, from_bot("needs the user permission"))
+        .await
+        .unwrap();
+    relay.send_text(&bed.room, "!linechat list").await.unwrap();
+    relay
+        .wait_for_event(&bed.room, WAIT, from_bot("Portals: #general"))
+        .await
+        .unwrap();
+
+    // mallory: no permission. The bot declines her direct chat; in the portal her
+    // messages are not bridged and her commands are ignored.
+    let declined = mallory
+        .create_room(
+            json!({ "is_direct": true, "invite": [bot], "preset": "trusted_private_chat" }),
+        )
+        .await
+        .unwrap();
+    mallory.join(bed.room.as_str()).await.unwrap();
+    mallory
+        .send_text(&bed.room, "mallory was here")
+        .await
+        .unwrap();
+    mallory
+        .send_text(&bed.room, "!linechat list")
+        .await
+        .unwrap();
+    bed.alice
+        .send_text(&bed.room, "after mallory")
+        .await
+        .unwrap();
+    let next = bed
+        .carol
+        .wait_event(WAIT, |e| {
+            e["type"] == "message" && e["channel"] == "#general" && e["sender"] != "carol"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next["text"], "after mallory",
+        "mallory's message was bridged: {next}"
+    );
+    // The bot handles a room's events in order: by now it saw mallory's command.
+    bed.alice
+        .send_text(&bed.room, "!linechat list")
+        .await
+        .unwrap();
+    bed.alice
+        .wait_for_event(&bed.room, WAIT, from_bot("Portals: #general"))
+        .await
+        .unwrap();
+    let answers = bed
+        .alice
+        .room_events(&bed.room)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| from_bot("Portals:")(e))
+        .count();
+    assert_eq!(
+        answers, 2,
+        "the bot answered mallory's command (or missed one)"
+    );
+    // The invite is handled in its own room's order: wait for the bot to decline it.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let members = mallory
+            .request(
+                reqwest::Method::GET,
+                &format!("/_matrix/client/v3/rooms/{declined}/members"),
+                None,
+            )
+            .await
+            .unwrap();
+        let bot_membership = members["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["state_key"] == bot)
+            .map(|m| m["content"]["membership"].clone());
+        if bot_membership == Some(json!("leave")) {
+            break;
+        }
+        assert_ne!(
+            bot_membership,
+            Some(json!("join")),
+            "the bot joined mallory's chat"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bot never declined: {members}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bed.bridge.stop().await;
 }

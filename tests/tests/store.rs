@@ -234,3 +234,188 @@ async fn login_secrets_are_sealed_at_rest() {
         );
     }
 }
+
+/// The connector runtime's tables: portals, ghosts, the message map, the outbox (a row
+/// leaves it in the same commit that maps it) and connector state.
+#[tokio::test]
+async fn portals_ghosts_the_map_and_the_outbox_on_both_backends() {
+    use bridge_core::store::{GhostRow, MappedEvent, OutboxRow, PortalRow};
+    for db in both_backends().await.unwrap() {
+        let store = Store::connect(&db.url, 4).await.unwrap();
+        let backend = db.backend;
+        let portal = PortalRow {
+            remote_id: "#chan'; DROP TABLE portals; --".to_owned(),
+            room_id: None,
+            alias: Some("#lc_chan:x".to_owned()),
+            name: Some("chan".to_owned()),
+            topic: None,
+            avatar_url: None,
+            avatar_source: Some("https://example.org/a.png".to_owned()),
+            public: true,
+            metadata: "{}".to_owned(),
+        };
+        store.insert_portal("lc", &portal).await.unwrap();
+        // A second insert keeps the first row.
+        let other = PortalRow {
+            name: Some("other".to_owned()),
+            ..portal.clone()
+        };
+        store.insert_portal("lc", &other).await.unwrap();
+        assert_eq!(
+            store
+                .portal("lc", &portal.remote_id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(&portal),
+            "{backend}"
+        );
+        let with_room = PortalRow {
+            room_id: Some("!r:x".to_owned()),
+            ..portal.clone()
+        };
+        store.update_portal("lc", &with_room).await.unwrap();
+        assert_eq!(
+            store.portal_by_room("lc", "!r:x").await.unwrap(),
+            Some(with_room.clone()),
+            "{backend}"
+        );
+        assert_eq!(
+            store.portals_with_rooms("lc").await.unwrap(),
+            vec![with_room],
+            "{backend}"
+        );
+        assert!(
+            store
+                .portal("other-network", &portal.remote_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let ghost = GhostRow {
+            remote_id: "Bob".to_owned(),
+            user_id: "@lc__bob:x".to_owned(),
+            display_name: Some("Bob \u{1F600}".to_owned()),
+            avatar_source: None,
+            avatar_mxc: None,
+            registered: true,
+            metadata: "{}".to_owned(),
+        };
+        store.save_ghost("lc", &ghost).await.unwrap();
+        assert_eq!(
+            store.ghost("lc", "Bob").await.unwrap(),
+            Some(ghost),
+            "{backend}"
+        );
+
+        let first = store.max_outbox_seq().await.unwrap();
+        let queued = |seq: i64, txn: &str| OutboxRow {
+            seq,
+            portal: portal.remote_id.clone(),
+            txn_id: txn.to_owned(),
+            sender: "Bob".to_owned(),
+            kind: "message".to_owned(),
+            content: "{}".to_owned(),
+            attempts: 0,
+        };
+        assert!(store.push_outbox(&queued(first + 1, "t1")).await.unwrap());
+        assert!(store.push_outbox(&queued(first + 2, "t2")).await.unwrap());
+        assert!(
+            !store.push_outbox(&queued(first + 3, "t1")).await.unwrap(),
+            "a repeated txn id is queued once"
+        );
+        store.outbox_attempt_failed(first + 1, "502").await.unwrap();
+        let head = store.outbox_head(&portal.remote_id, 10).await.unwrap();
+        assert_eq!(
+            head.iter().map(|r| r.txn_id.as_str()).collect::<Vec<_>>(),
+            ["t1", "t2"],
+            "{backend}"
+        );
+        assert_eq!(head[0].attempts, 1);
+        assert_eq!(
+            store.outbox_portals().await.unwrap(),
+            vec![portal.remote_id.clone()]
+        );
+
+        let mapped = MappedEvent {
+            remote_chat: portal.remote_id.clone(),
+            remote_id: "m1".to_owned(),
+            part: 0,
+            room_id: "!r:x".to_owned(),
+            event_id: "$e1".to_owned(),
+            sender: "Bob".to_owned(),
+        };
+        store
+            .complete_outbox("lc", first + 1, std::slice::from_ref(&mapped))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .outbox_head(&portal.remote_id, 10)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .event_of_remote("lc", &portal.remote_id, "m1", 0)
+                .await
+                .unwrap(),
+            Some(mapped.clone()),
+            "{backend}"
+        );
+        let parts = vec![
+            MappedEvent {
+                remote_id: "x1".into(),
+                event_id: "$m".into(),
+                part: 0,
+                ..mapped.clone()
+            },
+            MappedEvent {
+                remote_id: "x2".into(),
+                event_id: "$m".into(),
+                part: 1,
+                ..mapped.clone()
+            },
+        ];
+        store.map_events("lc", &parts).await.unwrap();
+        assert_eq!(
+            store.remote_of_event("lc", "!r:x", "$m").await.unwrap(),
+            parts,
+            "{backend}"
+        );
+
+        assert_eq!(store.connector_value("lc", "cursor").await.unwrap(), None);
+        store
+            .set_connector_value("lc", "cursor", "5")
+            .await
+            .unwrap();
+        store
+            .set_connector_value("lc", "cursor", "7")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .connector_value("lc", "cursor")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("7")
+        );
+        store.add_management_room("!dm:x", "@a:x").await.unwrap();
+        assert_eq!(
+            store
+                .management_room_owner("!dm:x")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("@a:x")
+        );
+        store.remove_management_room("!dm:x").await.unwrap();
+        assert_eq!(store.management_room_owner("!dm:x").await.unwrap(), None);
+        store.close().await;
+    }
+}
