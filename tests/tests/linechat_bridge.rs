@@ -137,6 +137,23 @@ async fn a_dynamic_portal_carries_everything_both_ways() {
         "the Matrix event id is the message id"
     );
 
+    // Matrix HTML becomes linechat's plain text: markup dropped, a mention pill its name.
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text",
+                "body": "bold and Carol C.",
+                "format": "org.matrix.custom.html",
+                "formatted_body": "<b>bold</b> and <a href=\"https://matrix.to/#/@linechat_carol:localhost\">Carol C.</a><script>x</script>",
+            }),
+        )
+        .await
+        .unwrap();
+    let said = linechat_event(&mut bed.carol, "message", "mx_alice").await;
+    assert_eq!(said["text"], "bold and Carol C.");
+
     // Linechat to Matrix, with the remote timestamp.
     let sent = bed
         .carol
@@ -601,4 +618,18 @@ async fn the_bot_takes_commands_within_permissions() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bed.bridge.stop().await;
+}
+
+/// A bridge whose registration the homeserver does not have stops at once with an error
+/// that says so, instead of running deaf.
+#[tokio::test]
+async fn a_registration_the_homeserver_lacks_stops_the_bridge() {
+    let server = LinechatServer::start().await.unwrap();
+    let (mut bridge, _registration) = LinechatBridge::prepare(server.addr(), None).unwrap();
+    let synapse = Synapse::start(&[]).await.unwrap();
+    let error = bridge.start(&synapse.url()).await.unwrap_err().to_string();
+    assert!(
+        error.contains("does not accept this bridge") && error.contains("registration file"),
+        "{error}"
+    );
 }

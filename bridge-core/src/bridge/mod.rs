@@ -64,12 +64,13 @@ pub enum RunError {
     /// The homeserver never answered.
     #[error("the homeserver did not answer: {0}")]
     Homeserver(#[source] MatrixError),
-    /// The homeserver does not accept this bridge's registration, or cannot reach it.
+    /// The homeserver does not accept this bridge's registration (its token, or the ping
+    /// to the bridge's endpoint failed).
     #[error(
-        "the appservice ping failed: {0}. Check that the homeserver loaded this \
-         registration file (same tokens) and can reach appservice.url"
+        "the homeserver does not accept this bridge: {0}. Check that the homeserver loaded \
+         this registration file (same tokens) and can reach appservice.url"
     )]
-    Ping(#[source] MatrixError),
+    Registration(#[source] MatrixError),
     /// The connector could not start.
     #[error("the connector could not start: {0}")]
     Connector(#[source] crate::connector::ConnectorError),
@@ -174,13 +175,19 @@ async fn start(
             .matrix
             .wait_for_homeserver(HOMESERVER_WAIT)
             .await
-            .map_err(RunError::Homeserver)?;
+            .map_err(|error| {
+                if crate::matrix::server::is_token_refused(&error) {
+                    RunError::Registration(error)
+                } else {
+                    RunError::Homeserver(error)
+                }
+            })?;
         tracing::debug!(?versions, "homeserver answers");
         let took = shared
             .matrix
             .ping(&appservice_id)
             .await
-            .map_err(RunError::Ping)?;
+            .map_err(RunError::Registration)?;
         tracing::info!(
             took_ms = took.as_millis(),
             "the homeserver reaches the bridge"

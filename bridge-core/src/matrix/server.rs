@@ -28,7 +28,9 @@ struct Ping {
 
 impl HomeserverClient {
     /// Asks for the spec versions the homeserver supports until it answers, for at most
-    /// `timeout`; returns them. Each ask is a single attempt.
+    /// `timeout`; returns them. Each ask is a single attempt. An answer refusing the
+    /// appservice token (`M_UNKNOWN_TOKEN`, `M_MISSING_TOKEN`) is returned at once: the
+    /// homeserver is up but does not know this appservice, and waiting will not change it.
     pub async fn wait_for_homeserver(&self, timeout: Duration) -> Result<Vec<String>, MatrixError> {
         let started = Instant::now();
         let single = self.clone().with_retry_policy(RetryPolicy {
@@ -40,6 +42,7 @@ impl HomeserverClient {
             let request = ApiRequest::new(Method::GET, vec!["_matrix", "client", "versions"]);
             let last = match single.send::<Versions>(request, None).await {
                 Ok(answer) => return Ok(answer.versions),
+                Err(error) if is_token_refused(&error) => return Err(error),
                 Err(error) => error,
             };
             let waited = started.elapsed();
@@ -94,4 +97,11 @@ impl HomeserverClient {
         let answer: Ping = self.send(request, None).await?;
         Ok(Duration::from_millis(answer.duration_ms))
     }
+}
+
+/// Whether the homeserver refused the appservice token itself.
+pub(crate) fn is_token_refused(error: &MatrixError) -> bool {
+    error
+        .api_error()
+        .is_some_and(|api| api.is("M_UNKNOWN_TOKEN") || api.is("M_MISSING_TOKEN"))
 }
