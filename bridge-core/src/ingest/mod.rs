@@ -9,6 +9,9 @@
 //!   retrying with backoff while the handler asks to; rooms run in parallel;
 //! - the marker records handled events in batches.
 //!
+//! A room's worker that has had nothing to do for five minutes is let go (and a new one
+//! started with the room's next event), so thousands of quiet rooms cost no tasks.
+//!
 //! Memory stays bounded whatever the backlog: at most [`IN_MEMORY_LIMIT`] events wait in
 //! the room queues. Past that, stored events stay in the database only, and the writer
 //! refills the queues from it, in arrival order, as they drain. A restart with a large
@@ -35,6 +38,7 @@ mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -60,6 +64,8 @@ pub const IN_MEMORY_LIMIT: usize = 10_000;
 const REFILL_ROWS: i64 = 1_000;
 /// How often a refill is considered while events wait in the database only.
 const REFILL_EVERY: Duration = Duration::from_millis(20);
+/// How long a room's worker stays without events before it is let go.
+const RETIRE_AFTER: Duration = Duration::from_secs(300);
 /// How long room workers may take to finish the event in hand at shutdown; past it, the
 /// event is left unrecorded and handed over again at the next start.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -177,7 +183,7 @@ impl TransactionSink for Ingest {
 
 /// Routes stored events to their room's worker, starting workers as rooms appear.
 struct Dispatcher {
-    rooms: HashMap<String, mpsc::UnboundedSender<StoredEvent>>,
+    rooms: HashMap<String, RoomQueue>,
     handler: Arc<dyn EventHandler>,
     marks: mpsc::UnboundedSender<(i64, Option<String>)>,
     metrics: Arc<Metrics>,
@@ -193,7 +199,29 @@ struct Dispatcher {
     stored_before_start: i64,
 }
 
+/// A room's worker, as the dispatcher holds it.
+#[derive(Debug)]
+struct RoomQueue {
+    sender: mpsc::UnboundedSender<StoredEvent>,
+    /// Events given to the worker and not yet handled (the worker counts them down).
+    unhandled: Arc<AtomicUsize>,
+    /// Tokio's clock, so that tests can move it.
+    last_used: tokio::time::Instant,
+}
+
 impl Dispatcher {
+    /// Lets the workers of rooms quiet for [`RETIRE_AFTER`] go: with thousands of rooms,
+    /// idle workers would otherwise stay forever. A worker is retired only when it has
+    /// nothing left to handle, by dropping its queue's only sender, so no event is left
+    /// behind and none can overtake another (the room's next event gets a new worker).
+    fn retire_idle(&mut self) {
+        self.rooms.retain(|_, room| {
+            room.unhandled.load(Ordering::Acquire) > 0 || room.last_used.elapsed() < RETIRE_AFTER
+        });
+        // Reap the finished ones.
+        while self.workers.try_join_next().is_some() {}
+    }
+
     /// Dispatches a newly stored event, unless the queues are full or events wait in the
     /// database (it is stored: a refill will bring it).
     fn offer(&mut self, event: StoredEvent) {
@@ -239,28 +267,41 @@ impl Dispatcher {
         self.last_dispatched = self.last_dispatched.max(event.seq);
         // Events without a room (presence, to-device, device lists) share one queue.
         let key = event.room_id.clone().unwrap_or_default();
-        let event = match self.rooms.get(&key) {
+        let event = match self.rooms.get_mut(&key) {
             None => event,
-            Some(queue) => match queue.send(event) {
-                Ok(()) => return,
-                // The room's worker is gone (it cannot record marks any more): replace it.
-                Err(mpsc::error::SendError(event)) => {
-                    tracing::error!(room = %key, "a room worker stopped; starting a new one");
-                    event
+            Some(room) => {
+                room.unhandled.fetch_add(1, Ordering::AcqRel);
+                room.last_used = tokio::time::Instant::now();
+                match room.sender.send(event) {
+                    Ok(()) => return,
+                    // The room's worker is gone (it cannot record marks any more): replace it.
+                    Err(mpsc::error::SendError(event)) => {
+                        tracing::error!(room = %key, "a room worker stopped; starting a new one");
+                        event
+                    }
                 }
-            },
+            }
         };
-        let (queue, events) = mpsc::unbounded_channel();
+        let (sender, events) = mpsc::unbounded_channel();
+        let unhandled = Arc::new(AtomicUsize::new(1));
         self.workers.spawn(worker::run_room(
             events,
+            Arc::clone(&unhandled),
             self.handler.clone(),
             self.marks.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),
         ));
         // The receiver was just created and is held by the new worker.
-        let _ = queue.send(event);
-        self.rooms.insert(key, queue);
+        let _ = sender.send(event);
+        self.rooms.insert(
+            key,
+            RoomQueue {
+                sender,
+                unhandled,
+                last_used: tokio::time::Instant::now(),
+            },
+        );
     }
 
     async fn stop(mut self) {
@@ -293,10 +334,15 @@ impl Writer {
         mut requests: mpsc::Receiver<WriteRequest>,
         shutdown: CancellationToken,
     ) {
+        let mut retire = tokio::time::interval(RETIRE_AFTER / 4);
         loop {
             let first = tokio::select! {
                 request = requests.recv() => request,
                 () = shutdown.cancelled() => None,
+                _ = retire.tick() => {
+                    self.dispatcher.retire_idle();
+                    continue;
+                }
                 () = tokio::time::sleep(REFILL_EVERY), if self.dispatcher.overflowed => {
                     self.dispatcher.refill(&self.store).await;
                     continue;
@@ -445,5 +491,80 @@ async fn run_pruner(store: Store, shutdown: CancellationToken) {
         if let Err(error) = prune(&store).await {
             tracing::warn!(%error, "pruning old events failed; will try again");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::EventKind;
+
+    /// Records what it handles; events of room `!slow` wait until released.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        seen: Mutex<Vec<i64>>,
+        release: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl EventHandler for Recorder {
+        async fn handle(&self, event: &StoredEvent) -> Result<(), HandleError> {
+            if event.room_id.as_deref() == Some("!slow") {
+                self.release.notified().await;
+            }
+            self.seen.lock().unwrap().push(event.seq);
+            Ok(())
+        }
+    }
+
+    fn event(seq: i64, room: &str) -> StoredEvent {
+        StoredEvent {
+            seq,
+            kind: EventKind::Timeline,
+            event_id: Some(format!("$e{seq}")),
+            room_id: Some(room.to_owned()),
+            event_type: "m.room.message".to_owned(),
+            content: Arc::from("{}"),
+            received_at: 0,
+            redelivered: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_room_workers_are_retired_and_busy_ones_kept() {
+        let recorder = Arc::new(Recorder::default());
+        let (marks, mut marked) = mpsc::unbounded_channel();
+        let mut dispatcher = Dispatcher {
+            rooms: HashMap::new(),
+            handler: recorder.clone(),
+            marks,
+            metrics: Metrics::new(),
+            shutdown: CancellationToken::new(),
+            workers: JoinSet::new(),
+            last_dispatched: 0,
+            overflowed: false,
+            stored_before_start: 0,
+        };
+        dispatcher.dispatch(event(1, "!quiet"));
+        dispatcher.dispatch(event(2, "!slow"));
+        assert_eq!(marked.recv().await.map(|m| m.0), Some(1));
+        tokio::time::advance(RETIRE_AFTER + Duration::from_secs(1)).await;
+        dispatcher.retire_idle();
+        assert!(
+            !dispatcher.rooms.contains_key("!quiet"),
+            "an idle worker stays"
+        );
+        assert!(
+            dispatcher.rooms.contains_key("!slow"),
+            "a busy worker was retired"
+        );
+        // The quiet room's next event gets a new worker, and is handled.
+        dispatcher.dispatch(event(3, "!quiet"));
+        assert_eq!(marked.recv().await.map(|m| m.0), Some(3));
+        recorder.release.notify_one();
+        assert_eq!(marked.recv().await.map(|m| m.0), Some(2));
+        assert_eq!(*recorder.seen.lock().unwrap(), [1, 3, 2]);
     }
 }

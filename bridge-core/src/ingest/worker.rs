@@ -3,6 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,6 +42,7 @@ const LONGEST_RETRY: Duration = Duration::from_secs(300);
 /// Hands a room's events to the handler in order until shutdown.
 pub(super) async fn run_room(
     mut events: mpsc::UnboundedReceiver<StoredEvent>,
+    unhandled: Arc<AtomicUsize>,
     handler: Arc<dyn EventHandler>,
     marks: mpsc::UnboundedSender<(i64, Option<String>)>,
     metrics: Arc<Metrics>,
@@ -90,6 +92,8 @@ pub(super) async fn run_room(
         if marks.send((event.seq, outcome)).is_err() {
             return;
         }
+        // Only now may the dispatcher retire this worker: the event is done.
+        unhandled.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
