@@ -125,6 +125,15 @@ async fn the_client_drives_a_real_synapse() {
         .unwrap();
     assert_eq!(downloaded.status(), 200);
     assert_eq!(downloaded.bytes().await.unwrap().as_ref(), data.as_slice());
+    // And through the client's own authenticated download, with the upload limit.
+    let media = client.bot().download_media(&mxc).await.unwrap();
+    assert_eq!(media.data, data);
+    assert_eq!(
+        media.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
+    let limit = client.bot().upload_size_limit().await.unwrap();
+    assert!(limit.is_some_and(|limit| limit >= 5000), "{limit:?}");
     ghost.set_avatar_url(Some(&mxc)).await.unwrap();
     let profile = bob
         .request(reqwest::Method::GET, &profile_path, None)
