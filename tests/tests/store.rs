@@ -326,7 +326,7 @@ async fn portals_ghosts_the_map_and_the_outbox_on_both_backends() {
             "a repeated txn id is queued once"
         );
         store.outbox_attempt_failed(first + 1, "502").await.unwrap();
-        let head = store.outbox_head(&portal.remote_id, 10).await.unwrap();
+        let head = store.outbox_head(&portal.remote_id).await.unwrap();
         assert_eq!(
             head.iter().map(|r| r.txn_id.as_str()).collect::<Vec<_>>(),
             ["t1", "t2"],
@@ -351,11 +351,7 @@ async fn portals_ghosts_the_map_and_the_outbox_on_both_backends() {
             .await
             .unwrap();
         assert_eq!(
-            store
-                .outbox_head(&portal.remote_id, 10)
-                .await
-                .unwrap()
-                .len(),
+            store.outbox_head(&portal.remote_id).await.unwrap().len(),
             1,
             "{backend}"
         );

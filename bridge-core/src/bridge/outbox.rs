@@ -33,8 +33,6 @@ use super::ids::transaction_id;
 use crate::connector::{Portal, RemoteEvent, RemoteEventKind, RemoteMessage};
 use crate::store::{MappedEvent, OutboxRow};
 
-/// Rows read from the outbox at a time, per portal.
-const BATCH: i64 = 64;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const LONGEST_RETRY: Duration = Duration::from_secs(60);
 
@@ -169,7 +167,7 @@ async fn run_worker(shared: Arc<Shared>, portal: String, notify: Arc<Notify>) {
     loop {
         // Registered before reading, so that a row queued meanwhile wakes us.
         let notified = notify.notified();
-        let rows = match shared.store.outbox_head(&portal, BATCH).await {
+        let rows = match shared.store.outbox_head(&portal).await {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::error!(%portal, %error, "cannot read the outbox; retrying");

@@ -55,18 +55,15 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The first `limit` rows queued for `portal`, in order.
-    pub async fn outbox_head(
-        &self,
-        portal: &str,
-        limit: i64,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
+    /// The first 64 rows queued for `portal`, in order.
+    pub async fn outbox_head(&self, portal: &str) -> Result<Vec<OutboxRow>, StoreError> {
+        // A literal LIMIT: SQLite plans a bound one by its value, and so prepares the
+        // statement anew at every use.
         let rows = sqlx::query(
             "SELECT seq, room_key, txn_id, sender, event_type, content, attempts \
-             FROM matrix_outbox WHERE room_key = $1 ORDER BY seq LIMIT $2",
+             FROM matrix_outbox WHERE room_key = $1 ORDER BY seq LIMIT 64",
         )
         .bind(portal)
-        .bind(limit)
         .fetch_all(self.pool())
         .await?;
         rows.iter()
