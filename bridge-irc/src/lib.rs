@@ -1,8 +1,23 @@
-//! bridge-irc's library: the parts of the IRC connector, usable apart from the binary.
+//! bridge-irc's library: the IRC connector and its parts.
 //!
+//! - [`config`]: the `irc` config section;
+//! - [`connector`]: what bridge-core asks of IRC, routed to a [`network`];
+//! - [`network`]: one network at run time: the bot in portal channels, and puppets;
+//! - [`connection`]: one IRC connection: TLS, CAP/SASL registration, flood control;
+//! - [`line`]: IRC lines parsed and built (never with CR, LF or NUL);
+//! - [`isupport`]: what the server says of itself (casemapping, modes, nick length);
+//! - [`ids`]: IRC names as bridge ids, Matrix names as nicks;
 //! - [`formatting`]: mIRC formatting codes to and from Matrix HTML;
-//! - [`split`]: a message body as IRC lines within the 512-byte limit, with no CR, LF or
-//!   NUL that could start a new command.
+//! - [`split`]: a message body as IRC lines within the 512-byte limit;
+//! - [`tls`]: TLS settings.
 
+pub mod config;
+pub mod connection;
+pub mod connector;
 pub mod formatting;
+pub mod ids;
+pub mod isupport;
+pub mod line;
+pub mod network;
 pub mod split;
+pub mod tls;

@@ -1,23 +1,20 @@
 //! bridge-irc: the Trestle bridge between Matrix and IRC.
 //!
 //! The command line, config loading and logging are shared with every Trestle bridge
-//! ([`bridge_core::cli`]); this binary adds its `irc` config section ([`network`]) and, in
-//! [`IrcBridge::run`], what happens once everything is loaded.
-
-mod network;
+//! ([`bridge_core::cli`]); this binary adds its `irc` config section and, in
+//! [`IrcBridge::run`], the IRC connector on the bridge runtime.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bridge_core::appservice::NoQueries;
+use bridge_core::bridge::run_bridge;
 use bridge_core::cli::{self, Bridge};
 use bridge_core::config::{BridgeConfig, BridgeInfo};
 use bridge_core::metrics::Metrics;
-use bridge_core::runtime::{FoundationOptions, LogEvents, run_foundation};
+use bridge_irc::config::IrcConfig;
+use bridge_irc::connector::IrcConnector;
 use registration::Registration;
-
-use crate::network::IrcConfig;
 
 /// The IRC bridge, as the shared command line sees it.
 struct IrcBridge;
@@ -54,15 +51,8 @@ impl Bridge for IrcBridge {
                 "configured IRC network"
             );
         }
-        // Until the connector exists, events are stored durably and logged (LogEvents).
-        run_foundation(
-            FoundationOptions::from_config(&config, &registration),
-            Arc::new(LogEvents),
-            Arc::new(NoQueries),
-            Metrics::new(),
-            stop,
-        )
-        .await?;
+        let connector = Arc::new(IrcConnector::new(&config.network)?);
+        run_bridge(&config, &registration, connector, Metrics::new(), stop).await?;
         Ok(())
     }
 }

@@ -1,139 +1,808 @@
-//! The `irc` section of the config.
+//! One IRC network at run time.
 //!
-//! A placeholder until the IRC connector lands with its own settings: it already lists the
-//! networks to bridge, with the few settings any IRC connection needs, so that the section
-//! exists in generated configs and is checked like the rest.
+//! - The *bot* connection sits in every portal channel and queues what happens there on
+//!   the portal, in the order the server sent it: messages, joins, parts, quits, kicks,
+//!   nick changes and topics. It reconnects with exponential backoff and jitter.
+//! - Each Matrix user who talks or joins gets a *puppet*: their own connection, with a
+//!   nick from their display name. What puppets say comes from Matrix, so the bot skips
+//!   it. Errors the server answers a puppet with (banned, channel moderated) go back to
+//!   the Matrix user as a notice.
+//! - New connections wait for a slot: at most `connects_per_second` per network, so a
+//!   restart with thousands of puppets cannot trip the server's connection throttle.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use bridge_core::config::{NetworkConfig, Problem};
-use serde::Deserialize;
+use bridge_core::bridge::{BridgeError, BridgeHandle};
+use bridge_core::connector::{
+    ConnectorError, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind, RemoteMessage,
+};
+use ruma::{OwnedUserId, UserId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-/// Port of IRC over TLS (RFC 7194).
-const DEFAULT_PORT: u16 = 6697;
+use crate::config::IrcNetwork;
+use crate::connection::{ConnectError, ConnectOptions, Connection, FloodLimits, SendError};
+use crate::formatting::{irc_to_html, strip_formatting};
+use crate::ids::{ghost_id, is_valid_channel, nick_for, parse_server_time, portal_id};
+use crate::isupport::ServerInfo;
+use crate::line::Line;
 
-/// The `irc` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IrcConfig {
-    /// The IRC networks to bridge.
-    #[serde(default)]
-    pub networks: Vec<IrcNetwork>,
+/// How long joining a channel for a new portal may take.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Quiet time after which a connection checks the server is alive.
+const PING_AFTER: Duration = Duration::from_secs(120);
+/// Numerics that refuse a JOIN, with the channel as their second parameter.
+const JOIN_ERRORS: &[&str] = &["403", "405", "471", "473", "474", "475", "476", "477"];
+/// Numerics that refuse a message, with the target as their second parameter.
+const SEND_ERRORS: &[&str] = &["401", "404", "406", "471", "473", "474", "475", "477"];
+
+/// A channel the bot is in.
+#[derive(Debug, Default)]
+struct Channel {
+    topic: Option<String>,
+    /// Members (folded nick → nick as written).
+    members: HashMap<String, String>,
 }
 
-/// One IRC network.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IrcNetwork {
-    /// Short name, used in aliases and commands (`libera`).
-    pub name: String,
-    /// Host name of the IRC server.
-    pub host: String,
-    /// Port of the IRC server.
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// Whether to connect with TLS.
-    #[serde(default = "default_tls")]
-    pub tls: bool,
+/// A Matrix user's own connection.
+#[derive(Debug)]
+pub struct Puppet {
+    /// The connection.
+    pub connection: Connection,
+    /// Channels joined (folded).
+    channels: Mutex<HashSet<String>>,
 }
 
-fn default_port() -> u16 {
-    DEFAULT_PORT
+/// Told when a JOIN of the bot is answered: the member list, or a refusal.
+type JoinWaiter = oneshot::Sender<Result<(), String>>;
+/// A Matrix user's puppet, once connected; locked while it connects.
+type PuppetSlot = Arc<tokio::sync::Mutex<Option<Arc<Puppet>>>>;
+
+/// One network: its bot, its puppets, and what the bot knows of its channels.
+#[derive(Debug)]
+pub struct Network {
+    /// Its config.
+    pub config: IrcNetwork,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    bridge: OnceLock<BridgeHandle>,
+    /// The bot's connection while it is up.
+    bot: tokio::sync::watch::Sender<Option<Connection>>,
+    server: Mutex<ServerInfo>,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Joins waiting for the member list (folded channel → waiters).
+    joins: Mutex<HashMap<String, Vec<JoinWaiter>>>,
+    /// One slot per Matrix user, so that their puppet connects once.
+    puppets: Mutex<HashMap<OwnedUserId, PuppetSlot>>,
+    /// Puppet nicks (folded) and whose they are.
+    puppet_nicks: Mutex<HashMap<String, OwnedUserId>>,
+    /// When the next connection may start.
+    next_connect: tokio::sync::Mutex<Instant>,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-fn default_tls() -> bool {
-    true
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl NetworkConfig for IrcConfig {
-    fn template() -> String {
-        r#"# The IRC side. More settings arrive with the IRC connector.
-irc:
-  # The IRC networks to bridge. Each has a `name` (lowercase letters, digits and '-',
-  # used in room aliases), a `host`, a `port` (default 6697) and `tls` (default true):
-  #   networks:
-  #     - name: "libera"
-  #       host: "irc.libera.chat"
-  networks: []
-"#
-        .to_owned()
+/// Exponential backoff with jitter: 1 s doubling to 5 min, each wait between half and
+/// all of that, so that many connections lost at once do not come back at once.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_secs(1))
     }
 
-    fn validate(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        let mut names = HashSet::new();
-        for (index, network) in self.networks.iter().enumerate() {
-            let at = |key: &str| format!("networks[{index}].{key}");
-            if network.name.is_empty() {
-                problems.push(Problem::new(at("name"), "must not be empty"));
-            } else if !network
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
-                problems.push(Problem::new(
-                    at("name"),
-                    "use only lowercase letters, digits and '-' (it appears in room aliases)",
-                ));
-            } else if !names.insert(network.name.as_str()) {
-                problems.push(Problem::new(
-                    at("name"),
-                    format!("`{}` names another network already", network.name),
-                ));
-            }
-            if network.host.trim().is_empty() {
-                problems.push(Problem::new(at("host"), "must not be empty"));
-            }
-            if network.port == 0 {
-                problems.push(Problem::new(at("port"), "must not be 0"));
+    fn next(&mut self) -> Duration {
+        let ceiling = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(300));
+        ceiling.mul_f64(rand::random_range(0.5..=1.0))
+    }
+}
+
+impl Network {
+    /// A network from its config; TLS settings are read now, so a bad CA file is an error
+    /// at start.
+    pub fn new(config: IrcNetwork) -> anyhow::Result<Network> {
+        let tls = if config.tls {
+            Some(Arc::new(crate::tls::client_config(
+                config.ca_file.as_deref(),
+            )?))
+        } else {
+            None
+        };
+        Ok(Network {
+            config,
+            tls,
+            bridge: OnceLock::new(),
+            bot: tokio::sync::watch::Sender::new(None),
+            server: Mutex::new(ServerInfo::default()),
+            channels: Mutex::new(HashMap::new()),
+            joins: Mutex::new(HashMap::new()),
+            puppets: Mutex::new(HashMap::new()),
+            puppet_nicks: Mutex::new(HashMap::new()),
+            next_connect: tokio::sync::Mutex::new(Instant::now()),
+            stop: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The network's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn bridge(&self) -> &BridgeHandle {
+        self.bridge
+            .get()
+            .expect("the network is started before it is used")
+    }
+
+    /// The server's ISUPPORT, as the bot last saw it.
+    pub fn server(&self) -> ServerInfo {
+        lock(&self.server).clone()
+    }
+
+    /// `name` folded with the server's CASEMAPPING.
+    pub fn fold(&self, name: &str) -> String {
+        lock(&self.server).casemapping.fold(name)
+    }
+
+    /// Starts the bot.
+    pub fn start(self: &Arc<Self>, bridge: BridgeHandle) {
+        let _ = self.bridge.set(bridge);
+        let task = tokio::spawn(Arc::clone(self).run_bot());
+        lock(&self.tasks).push(task);
+    }
+
+    /// Disconnects everything.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let quit = Line::new("QUIT", ["Bridge shutting down"]);
+        let puppets: Vec<_> = lock(&self.puppets).values().cloned().collect();
+        for slot in puppets {
+            if let Some(puppet) = slot.lock().await.as_ref() {
+                let _ = puppet.connection.queue(&quit);
             }
         }
-        problems
+        let bot = self.bot.borrow().clone();
+        if let Some(bot) = bot {
+            let _ = tokio::time::timeout(Duration::from_secs(2), bot.send(&quit)).await;
+        }
+        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    /// Waits for a connection slot (`connects_per_second`).
+    async fn connect_slot(&self) {
+        let wait_until = {
+            let mut next = self.next_connect.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + Duration::from_secs_f64(1.0 / self.config.connects_per_second);
+            slot
+        };
+        tokio::time::sleep_until(wait_until).await;
+    }
+
+    fn options(&self, nick: String, username: String, realname: String) -> ConnectOptions {
+        ConnectOptions {
+            host: self.config.host.clone(),
+            port: self.config.port,
+            tls: self.tls.clone(),
+            password: self.config.password.clone(),
+            nick,
+            username,
+            realname,
+            sasl: None,
+            flood: FloodLimits {
+                burst: self.config.flood_burst,
+                per_second: self.config.lines_per_second,
+            },
+            ping_after: PING_AFTER,
+            bind: None,
+        }
+    }
+
+    // ----- the bot -------------------------------------------------------------------
+
+    async fn run_bot(self: Arc<Self>) {
+        let mut backoff = Backoff::new();
+        while !self.stop.is_cancelled() {
+            self.connect_slot().await;
+            let options = self.options(
+                self.config.bot_nick.clone(),
+                "trestle".to_owned(),
+                "Trestle Matrix bridge".to_owned(),
+            );
+            match Connection::connect(&options).await {
+                Ok((connection, events)) => {
+                    backoff = Backoff::new();
+                    tracing::info!(network = %self.name(), nick = %connection.nick(), "bot connected");
+                    *lock(&self.server) = connection.server();
+                    self.bot.send_replace(Some(connection.clone()));
+                    self.rejoin_portals(&connection).await;
+                    self.pump(events).await;
+                    self.bot.send_replace(None);
+                    lock(&self.channels).clear();
+                    lock(&self.joins).clear();
+                    tracing::warn!(network = %self.name(), "bot connection lost");
+                }
+                Err(error) => {
+                    tracing::warn!(network = %self.name(), %error, "bot cannot connect");
+                }
+            }
+            let wait = backoff.next();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Joins the channel of every portal of this network.
+    async fn rejoin_portals(&self, connection: &Connection) {
+        let portals = match self.bridge().portals().await {
+            Ok(portals) => portals,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list portals to rejoin");
+                return;
+            }
+        };
+        let prefix = format!("{}/", self.name());
+        for portal in portals {
+            if let Some(channel) = portal.remote_id.strip_prefix(&prefix)
+                && let Err(error) = connection.queue(&Line::new("JOIN", [channel]))
+            {
+                tracing::warn!(%channel, %error, "cannot rejoin a channel");
+            }
+        }
+    }
+
+    /// Handles the bot's lines in order until its connection ends.
+    async fn pump(&self, mut events: mpsc::UnboundedReceiver<Line>) {
+        loop {
+            let line = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return,
+                line = events.recv() => line,
+            };
+            let Some(line) = line else { return };
+            tracing::trace!(network = %self.name(), command = %line.command, params = ?line.params, "bot read");
+            self.on_bot_line(&line).await;
+        }
+    }
+
+    fn bot_nick(&self) -> Option<String> {
+        self.bot.borrow().as_ref().map(Connection::nick)
+    }
+
+    /// Whether `nick` is the bot or a puppet: what they do came from Matrix (or is the
+    /// bridge's own business).
+    fn is_ours(&self, nick: &str) -> bool {
+        let folded = self.fold(nick);
+        self.bot_nick().is_some_and(|bot| self.fold(&bot) == folded)
+            || lock(&self.puppet_nicks).contains_key(&folded)
+    }
+
+    fn ghost(&self, nick: &str) -> GhostInfo {
+        GhostInfo {
+            id: ghost_id(self.name(), &self.fold(nick)),
+            name: Some(nick.to_owned()),
+            avatar: None,
+        }
+    }
+
+    async fn on_bot_line(&self, line: &Line) {
+        let nick = line.source_nick().unwrap_or_default().to_owned();
+        let timestamp = line.tag("time").and_then(parse_server_time);
+        match line.command.as_str() {
+            "PRIVMSG" | "NOTICE" => {
+                let target = line.param(0);
+                if !self.server().is_channel(target) || self.is_ours(&nick) || nick.is_empty() {
+                    return;
+                }
+                let Some(message) = message_of(&line.command, line.param(1)) else {
+                    return;
+                };
+                let event = RemoteEvent {
+                    id: line.tag("msgid").map(str::to_owned),
+                    sender: self.ghost(&nick),
+                    timestamp,
+                    kind: RemoteEventKind::Message(message),
+                };
+                self.queue(target, event).await;
+            }
+            "JOIN" => {
+                let channel = self.fold(line.param(0));
+                let ours = self.is_ours(&nick);
+                lock(&self.channels)
+                    .entry(channel.clone())
+                    .or_default()
+                    .members
+                    .insert(self.fold(&nick), nick.clone());
+                if !ours {
+                    self.queue_member(&channel, &nick, timestamp, RemoteEventKind::Join)
+                        .await;
+                }
+            }
+            "353" => {
+                let server = self.server();
+                let channel = self.fold(line.param(2));
+                let mut channels = lock(&self.channels);
+                let entry = channels.entry(channel).or_default();
+                for name in line.param(3).split(' ').filter(|n| !n.is_empty()) {
+                    let (member, _) = server.strip_prefixes(name);
+                    entry
+                        .members
+                        .insert(server.casemapping.fold(member), member.to_owned());
+                }
+            }
+            "366" => {
+                let channel = self.fold(line.param(1));
+                let waiters = lock(&self.joins).remove(&channel).unwrap_or_default();
+                for waiter in waiters {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            "332" => {
+                let channel = self.fold(line.param(1));
+                lock(&self.channels).entry(channel).or_default().topic =
+                    Some(line.param(2).to_owned());
+            }
+            code if JOIN_ERRORS.contains(&code) => {
+                let channel = self.fold(line.param(1));
+                let waiters = lock(&self.joins).remove(&channel).unwrap_or_default();
+                let reason = line.params.last().cloned().unwrap_or_default();
+                for waiter in waiters {
+                    let _ = waiter.send(Err(reason.clone()));
+                }
+            }
+            "TOPIC" => {
+                let channel = self.fold(line.param(0));
+                let topic = line.param(1).to_owned();
+                lock(&self.channels)
+                    .entry(channel.clone())
+                    .or_default()
+                    .topic = Some(topic.clone());
+                if !self.is_ours(&nick) {
+                    let event = RemoteEvent {
+                        id: line.tag("msgid").map(str::to_owned),
+                        sender: self.ghost(&nick),
+                        timestamp,
+                        kind: RemoteEventKind::Topic {
+                            topic: strip_formatting(&topic),
+                        },
+                    };
+                    self.queue(&channel, event).await;
+                }
+            }
+            "PART" => {
+                let channel = self.fold(line.param(0));
+                self.remove_member(&channel, &nick);
+                if !self.is_ours(&nick) {
+                    let reason = line.params.get(1).map(|r| strip_formatting(r));
+                    self.queue_member(
+                        &channel,
+                        &nick,
+                        timestamp,
+                        RemoteEventKind::Leave { reason },
+                    )
+                    .await;
+                }
+            }
+            "KICK" => {
+                let channel = self.fold(line.param(0));
+                let target = line.param(1).to_owned();
+                self.remove_member(&channel, &target);
+                if self
+                    .bot_nick()
+                    .is_some_and(|bot| self.fold(&bot) == self.fold(&target))
+                {
+                    // The bot must stay to keep bridging: rejoin.
+                    let bot = self.bot.borrow().clone();
+                    if let Some(bot) = bot {
+                        let _ = bot.queue(&Line::new("JOIN", [channel.as_str()]));
+                    }
+                } else if !self.is_ours(&target) {
+                    let reason = format!("kicked by {nick}: {}", strip_formatting(line.param(2)));
+                    let kind = RemoteEventKind::Leave {
+                        reason: Some(reason),
+                    };
+                    self.queue_member(&channel, &target, timestamp, kind).await;
+                }
+            }
+            "QUIT" => {
+                if self.is_ours(&nick) {
+                    return;
+                }
+                let reason = Some(strip_formatting(line.param(0)));
+                for channel in self.channels_of(&nick) {
+                    self.remove_member(&channel, &nick);
+                    let kind = RemoteEventKind::Leave {
+                        reason: reason.clone(),
+                    };
+                    self.queue_member(&channel, &nick, timestamp, kind).await;
+                }
+            }
+            "NICK" => {
+                let new = line.param(0).to_owned();
+                if self.is_ours(&nick) || self.is_ours(&new) {
+                    return;
+                }
+                for channel in self.channels_of(&nick) {
+                    self.remove_member(&channel, &nick);
+                    lock(&self.channels)
+                        .entry(channel.clone())
+                        .or_default()
+                        .members
+                        .insert(self.fold(&new), new.clone());
+                    let leave = RemoteEventKind::Leave {
+                        reason: Some(format!("changed nick to {new}")),
+                    };
+                    self.queue_member(&channel, &nick, timestamp, leave).await;
+                    self.queue_member(&channel, &new, timestamp, RemoteEventKind::Join)
+                        .await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn channels_of(&self, nick: &str) -> Vec<String> {
+        let folded = self.fold(nick);
+        lock(&self.channels)
+            .iter()
+            .filter(|(_, channel)| channel.members.contains_key(&folded))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn remove_member(&self, channel: &str, nick: &str) {
+        let folded = self.fold(nick);
+        if let Some(entry) = lock(&self.channels).get_mut(channel) {
+            entry.members.remove(&folded);
+        }
+    }
+
+    async fn queue_member(
+        &self,
+        channel: &str,
+        nick: &str,
+        timestamp: Option<i64>,
+        kind: RemoteEventKind,
+    ) {
+        let event = RemoteEvent {
+            id: None,
+            sender: self.ghost(nick),
+            timestamp,
+            kind,
+        };
+        self.queue(channel, event).await;
+    }
+
+    /// Queues `event` on the portal of `channel`; until it is stored nothing else from
+    /// the bot is handled, which keeps the order. A channel without a portal is skipped.
+    async fn queue(&self, channel: &str, event: RemoteEvent) {
+        let portal = portal_id(self.name(), &self.fold(channel));
+        tracing::debug!(%portal, kind = event.kind.name(), id = ?event.id, "queuing an IRC event");
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.bridge().queue(&portal, &event).await {
+                Ok(_) | Err(BridgeError::UnknownPortal(_)) => return,
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, "cannot queue an IRC event; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.stop.cancelled() => return,
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %portal, "an IRC event cannot be bridged");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Joins `channel` with the bot (if not in it) and describes it for its portal.
+    pub async fn open_channel(&self, channel: &str) -> Result<PortalInfo, ConnectorError> {
+        // Right after a start the bot may still be registering: give it a moment.
+        let mut watch = self.bot.subscribe();
+        let bot = tokio::time::timeout(JOIN_TIMEOUT, watch.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|bot| bot.clone())
+            .ok_or_else(|| ConnectorError::Retry(format!("not connected to {}", self.name())))?;
+        let server = self.server();
+        if !is_valid_channel(channel, &server.chantypes) {
+            return Err(ConnectorError::Refused(format!(
+                "{channel:?} is not a channel name on {}",
+                self.name()
+            )));
+        }
+        let folded = server.casemapping.fold(channel);
+        let joined = lock(&self.channels).contains_key(&folded);
+        if !joined {
+            let (done, result) = oneshot::channel();
+            lock(&self.joins)
+                .entry(folded.clone())
+                .or_default()
+                .push(done);
+            bot.send(&Line::new("JOIN", [channel]))
+                .await
+                .map_err(send_error)?;
+            match tokio::time::timeout(JOIN_TIMEOUT, result).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(reason))) => {
+                    return Err(ConnectorError::Refused(format!(
+                        "cannot join {channel}: {reason}"
+                    )));
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return Err(ConnectorError::Retry(format!(
+                        "no answer joining {channel}"
+                    )));
+                }
+            }
+        }
+        let channels = lock(&self.channels);
+        let state = channels.get(&folded);
+        let members = state
+            .map(|state| {
+                state
+                    .members
+                    .values()
+                    .filter(|nick| !self.is_ours(nick))
+                    .map(|nick| self.ghost(nick))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(PortalInfo {
+            remote_id: portal_id(self.name(), &folded),
+            name: Some(channel.to_owned()),
+            topic: state
+                .and_then(|s| s.topic.clone())
+                .filter(|t| !t.is_empty()),
+            alias_suffix: Some(format!("{}_{folded}", self.name())),
+            public: true,
+            members,
+            ..PortalInfo::default()
+        })
+    }
+
+    // ----- puppets -------------------------------------------------------------------
+
+    /// The puppet of `user`, connected (again, if its connection was lost).
+    pub async fn puppet(
+        self: &Arc<Self>,
+        user: &UserId,
+        display_name: Option<&str>,
+    ) -> Result<Arc<Puppet>, ConnectorError> {
+        let slot = Arc::clone(lock(&self.puppets).entry(user.to_owned()).or_default());
+        let mut slot = slot.lock().await;
+        if let Some(puppet) = slot.as_ref()
+            && puppet.connection.is_open()
+        {
+            return Ok(Arc::clone(puppet));
+        }
+        if self.stop.is_cancelled() {
+            return Err(ConnectorError::Retry("the bridge is stopping".to_owned()));
+        }
+        let server = self.server();
+        let nick = nick_for(
+            display_name,
+            user.localpart(),
+            &self.config.nick_suffix,
+            server.nicklen,
+        );
+        let username: String = user
+            .localpart()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(10)
+            .collect();
+        let options = self.options(
+            nick,
+            if username.is_empty() {
+                "matrix".to_owned()
+            } else {
+                username
+            },
+            user.to_string(),
+        );
+        self.connect_slot().await;
+        let (connection, events) =
+            Connection::connect(&options)
+                .await
+                .map_err(|error| match error {
+                    ConnectError::Unreachable { .. }
+                    | ConnectError::Timeout
+                    | ConnectError::Refused(_) => ConnectorError::Retry(error.to_string()),
+                    ConnectError::NoNick(_) | ConnectError::Sasl(_) => {
+                        ConnectorError::Refused(error.to_string())
+                    }
+                })?;
+        let nick = connection.nick();
+        tracing::info!(network = %self.name(), %user, %nick, "puppet connected");
+        lock(&self.puppet_nicks).insert(self.fold(&nick), user.to_owned());
+        let puppet = Arc::new(Puppet {
+            connection,
+            channels: Mutex::new(HashSet::new()),
+        });
+        *slot = Some(Arc::clone(&puppet));
+        let task = tokio::spawn(Arc::clone(self).run_puppet(user.to_owned(), nick, events));
+        lock(&self.tasks).push(task);
+        Ok(puppet)
+    }
+
+    /// The puppet of `user`, a member of `channel` (folded).
+    pub async fn puppet_in(
+        self: &Arc<Self>,
+        user: &UserId,
+        display_name: Option<&str>,
+        channel: &str,
+    ) -> Result<Arc<Puppet>, ConnectorError> {
+        let puppet = self.puppet(user, display_name).await?;
+        let joined = lock(&puppet.channels).contains(channel);
+        if !joined {
+            // The server handles a connection's lines in order: what is sent after the
+            // JOIN reaches the channel, or is refused with a numeric the puppet reports.
+            puppet
+                .connection
+                .send(&Line::new("JOIN", [channel]))
+                .await
+                .map_err(send_error)?;
+            lock(&puppet.channels).insert(channel.to_owned());
+        }
+        Ok(puppet)
+    }
+
+    /// Parts `channel` (folded) with `user`'s puppet, if it is there.
+    pub async fn part(&self, user: &UserId, channel: &str) -> Result<(), ConnectorError> {
+        let slot = lock(&self.puppets).get(user).cloned();
+        let Some(slot) = slot else { return Ok(()) };
+        let puppet = slot.lock().await.clone();
+        let Some(puppet) = puppet else { return Ok(()) };
+        if lock(&puppet.channels).remove(channel) {
+            puppet
+                .connection
+                .send(&Line::new("PART", [channel]))
+                .await
+                .map_err(send_error)?;
+        }
+        Ok(())
+    }
+
+    /// A puppet's lines: its nick kept current, refusals reported to its Matrix user.
+    async fn run_puppet(
+        self: Arc<Self>,
+        user: OwnedUserId,
+        mut nick: String,
+        mut events: mpsc::UnboundedReceiver<Line>,
+    ) {
+        while let Some(line) = events.recv().await {
+            match line.command.as_str() {
+                "NICK"
+                    if line
+                        .source_nick()
+                        .is_some_and(|n| self.fold(n) == self.fold(&nick)) =>
+                {
+                    let new = line.param(0).to_owned();
+                    let mut nicks = lock(&self.puppet_nicks);
+                    nicks.remove(&self.fold(&nick));
+                    nicks.insert(self.fold(&new), user.clone());
+                    nick = new;
+                }
+                code if SEND_ERRORS.contains(&code) || JOIN_ERRORS.contains(&code) => {
+                    let target = line.param(1).to_owned();
+                    let reason = line.params.last().cloned().unwrap_or_default();
+                    self.report(&user, &target, &reason).await;
+                }
+                _ => {}
+            }
+        }
+        lock(&self.puppet_nicks).remove(&self.fold(&nick));
+        tracing::info!(network = %self.name(), %user, "puppet disconnected");
+    }
+
+    /// Tells `user`, in the portal of `target`, that the server refused something.
+    async fn report(&self, user: &UserId, target: &str, reason: &str) {
+        let portal = portal_id(self.name(), &self.fold(target));
+        let Ok(Some(portal)) = self.bridge().portal(&portal).await else {
+            tracing::info!(%user, %target, %reason, "IRC refused a puppet");
+            return;
+        };
+        let text = format!("{user}: IRC did not take your message to {target}: {reason}");
+        if let Err(error) = self.bridge().notice(&portal.room_id, &text).await {
+            tracing::warn!(%error, "cannot report an IRC refusal");
+        }
+    }
+
+    /// The nick of a ghost or Matrix user, for `nick: ` reply prefixes.
+    pub fn nick_of_sender(&self, sender: &str) -> Option<String> {
+        if let Some((network, nick)) = crate::ids::split_id(sender) {
+            if network != self.name() {
+                return None;
+            }
+            let channels = lock(&self.channels);
+            let written = channels
+                .values()
+                .find_map(|channel| channel.members.get(nick).cloned());
+            return Some(written.unwrap_or_else(|| nick.to_owned()));
+        }
+        let user = UserId::parse(sender).ok()?;
+        let nicks = lock(&self.puppet_nicks);
+        nicks
+            .iter()
+            .find(|(_, owner)| **owner == user)
+            .map(|(nick, _)| nick.clone())
+    }
+}
+
+/// A remote message from a PRIVMSG or NOTICE text; `None` for CTCP other than ACTION.
+fn message_of(command: &str, text: &str) -> Option<RemoteMessage> {
+    let (kind, text) = match text.strip_prefix('\x01') {
+        Some(ctcp) => {
+            let ctcp = ctcp.strip_suffix('\x01').unwrap_or(ctcp);
+            (MessageKind::Emote, ctcp.strip_prefix("ACTION ")?)
+        }
+        None if command == "NOTICE" => (MessageKind::Notice, text),
+        None => (MessageKind::Text, text),
+    };
+    Some(RemoteMessage {
+        kind,
+        body: strip_formatting(text),
+        html: irc_to_html(text),
+        reply_to: None,
+        file: None,
+    })
+}
+
+/// A send failure as the framework takes it.
+pub fn send_error(error: SendError) -> ConnectorError {
+    match error {
+        SendError::Closed => ConnectorError::Retry("the IRC connection closed".to_owned()),
+        SendError::Line(error) => ConnectorError::Refused(error.to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use bridge_core::config::uncommented_keys;
-
     use super::*;
 
-    fn network(name: &str, host: &str, port: u16) -> IrcNetwork {
-        IrcNetwork {
-            name: name.to_owned(),
-            host: host.to_owned(),
-            port,
-            tls: true,
+    #[test]
+    fn messages_and_actions_are_told_apart() {
+        let action = message_of("PRIVMSG", "\x01ACTION waves\x01").unwrap();
+        assert_eq!(
+            (action.kind, action.body.as_str()),
+            (MessageKind::Emote, "waves")
+        );
+        let notice = message_of("NOTICE", "hi").unwrap();
+        assert_eq!(notice.kind, MessageKind::Notice);
+        let bold = message_of("PRIVMSG", "\x02bold\x02 text").unwrap();
+        assert_eq!(bold.body, "bold text");
+        assert_eq!(bold.html.as_deref(), Some("<b>bold</b> text"));
+        assert!(message_of("PRIVMSG", "\x01VERSION\x01").is_none());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter() {
+        let mut backoff = Backoff::new();
+        let first = backoff.next();
+        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+        for _ in 0..20 {
+            backoff.next();
         }
-    }
-
-    #[test]
-    fn template_comments_every_key() {
-        assert_eq!(
-            uncommented_keys(&IrcConfig::template()),
-            Vec::<String>::new()
-        );
-    }
-
-    #[test]
-    fn networks_are_checked_with_their_index() {
-        let config = IrcConfig {
-            networks: vec![
-                network("libera", "irc.libera.chat", 6697),
-                network("libera", "irc.example.org", 0),
-                network("OFTC", " ", 6697),
-            ],
-        };
-        let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
-        assert_eq!(
-            problems,
-            [
-                "networks[1].name: `libera` names another network already",
-                "networks[1].port: must not be 0",
-                "networks[2].name: use only lowercase letters, digits and '-' (it appears in room aliases)",
-                "networks[2].host: must not be empty",
-            ]
-        );
-        assert!(IrcConfig::default().validate().is_empty());
+        let late = backoff.next();
+        assert!(late >= Duration::from_secs(150) && late <= Duration::from_secs(300));
     }
 }

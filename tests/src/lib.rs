@@ -9,9 +9,11 @@
 //! [`matrix`], [`irc`] and [`xmpp`]. What the servers need installed is put there by
 //! `tests/install-deps.sh`, which the README's test command runs first.
 
+pub mod bridge_process;
 pub mod error;
 pub mod inspircd;
 pub mod irc;
+pub mod irc_bridge;
 pub mod linechat;
 mod linechat_client;
 pub mod matrix;
@@ -36,3 +38,31 @@ pub use prosody::Prosody;
 pub use synapse::Synapse;
 
 pub mod databases;
+
+/// A new numbered folder `<what>-N` in the run folder.
+pub(crate) fn next_folder(what: &str) -> Result<std::path::PathBuf> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let dir = run_dir().join(format!("{what}-{}", COUNT.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
+
+/// A binary of the workspace (`bridge-irc`), built beside the running test binary by
+/// `cargo test --workspace`.
+pub fn workspace_binary(name: &str) -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().map_err(Error::io("finding the test binary"))?;
+    let binary = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| Error::Protocol("the test binary is not in target/<profile>/deps".into()))?
+        .join(name);
+    if binary.exists() {
+        Ok(binary)
+    } else {
+        Err(Error::Protocol(format!(
+            "{} is not built: run `cargo build -p {name}` (tests/run does)",
+            binary.display()
+        )))
+    }
+}

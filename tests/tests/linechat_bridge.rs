@@ -9,7 +9,9 @@ use std::time::Duration;
 use ruma::{OwnedEventId, OwnedRoomId, RoomId};
 use serde_json::{Value, json};
 use trestle_tests::Synapse;
-use trestle_tests::linechat::{LineChatClient, LinechatBridge, LinechatServer};
+use trestle_tests::linechat::{
+    LineChatClient, LinechatBridge, LinechatServer, linechat_bridge, linechat_bridge_with,
+};
 use trestle_tests::matrix::MatrixClient;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -43,7 +45,7 @@ async fn bed_with(database_url: Option<String>, edit: impl FnOnce(&str) -> Strin
     carol.join("#general").await.unwrap();
     carol.profile("Carol C.", Some(AVATAR)).await.unwrap();
     let (mut bridge, registration) =
-        LinechatBridge::prepare_with(server.addr(), database_url, edit).unwrap();
+        linechat_bridge_with(server.addr(), database_url, edit).unwrap();
     let synapse = Synapse::start(&[registration]).await.unwrap();
     bridge.start(&synapse.url()).await.unwrap();
     let alice = synapse
@@ -625,7 +627,7 @@ async fn the_bot_takes_commands_within_permissions() {
 #[tokio::test]
 async fn a_registration_the_homeserver_lacks_stops_the_bridge() {
     let server = LinechatServer::start().await.unwrap();
-    let (mut bridge, _registration) = LinechatBridge::prepare(server.addr(), None).unwrap();
+    let (mut bridge, _registration) = linechat_bridge(server.addr(), None).unwrap();
     let synapse = Synapse::start(&[]).await.unwrap();
     let error = bridge.start(&synapse.url()).await.unwrap_err().to_string();
     assert!(

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -13,13 +14,18 @@ use tokio::sync::{mpsc, oneshot};
 /// Why an op failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
-    /// The connection is gone (worth retrying on a new one).
+    /// The connection is gone, or the server did not answer in time (worth retrying on
+    /// a new connection).
     #[error("connection lost")]
     Disconnected,
     /// The server refused the op.
     #[error("{0}")]
     Refused(String),
 }
+
+/// How long an op waits for its reply. A server that accepts an op and never answers is
+/// broken: the op fails as [`OpError::Disconnected`] and is tried again later.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 
@@ -112,7 +118,17 @@ impl Connection {
         // serde_json escapes control characters: a line is always exactly one op.
         let line = format!("{op}\n");
         self.writer.send(line).map_err(|_| OpError::Disconnected)?;
-        let reply = reply.await.map_err(|_| OpError::Disconnected)?;
+        let reply = match tokio::time::timeout(REPLY_TIMEOUT, reply).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(OpError::Disconnected),
+            Err(_) => {
+                self.waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&reference);
+                return Err(OpError::Disconnected);
+            }
+        };
         if reply["op"] == "error" {
             return Err(OpError::Refused(
                 reply["message"].as_str().unwrap_or("refused").to_owned(),

@@ -172,6 +172,19 @@ impl State {
         Ok(puppet)
     }
 
+    /// Has the puppet of `user`, a member of `channel`, send `op` there.
+    async fn act(
+        &self,
+        user: &UserId,
+        name: Option<&str>,
+        channel: &str,
+        op: Value,
+    ) -> Result<(), ConnectorError> {
+        let puppet = self.puppet_in(user, name, channel).await?;
+        puppet.connection.request(op).await.map_err(op_error)?;
+        Ok(())
+    }
+
     /// Starts watching `channel` on the listener, from its cursor (or from now).
     async fn watch(&self, channel: &str) -> Result<(), ConnectorError> {
         let after = {
@@ -531,13 +544,6 @@ impl Connector for Linechat {
         portal: &Portal,
         message: &MatrixMessage,
     ) -> Result<Vec<String>, ConnectorError> {
-        let puppet = self
-            .puppet_in(
-                &message.sender,
-                message.sender_name.as_deref(),
-                &portal.remote_id,
-            )
-            .await?;
         let kind = match message.kind {
             MessageKind::Emote => "action",
             MessageKind::Notice => "notice",
@@ -550,7 +556,13 @@ impl Connector for Linechat {
         if let Some(reply_to) = &message.reply_to {
             op["reply_to"] = json!(reply_to.remote_id);
         }
-        puppet.connection.request(op).await.map_err(op_error)?;
+        self.act(
+            &message.sender,
+            message.sender_name.as_deref(),
+            &portal.remote_id,
+            op,
+        )
+        .await?;
         Ok(vec![id])
     }
 
@@ -559,18 +571,12 @@ impl Connector for Linechat {
         portal: &Portal,
         edit: &MatrixEdit,
     ) -> Result<Vec<String>, ConnectorError> {
-        let puppet = self
-            .puppet_in(&edit.sender, None, &portal.remote_id)
-            .await?;
         let id = edit.event_id.to_string();
-        puppet
-            .connection
-            .request(json!({
-                "op": "edit", "channel": portal.remote_id, "id": id,
-                "target": edit.target.remote_id, "text": text_of(&edit.new_content),
-            }))
-            .await
-            .map_err(op_error)?;
+        let op = json!({
+            "op": "edit", "channel": portal.remote_id, "id": id,
+            "target": edit.target.remote_id, "text": text_of(&edit.new_content),
+        });
+        self.act(&edit.sender, None, &portal.remote_id, op).await?;
         Ok(vec![id])
     }
 
@@ -579,17 +585,14 @@ impl Connector for Linechat {
         portal: &Portal,
         redaction: &MatrixRedaction,
     ) -> Result<Vec<String>, ConnectorError> {
-        let puppet = self
-            .puppet_in(&redaction.sender, None, &portal.remote_id)
-            .await?;
         let mut ids = Vec::new();
         for (part, target) in redaction.targets.iter().enumerate() {
             let id = format!("{}/{part}", redaction.event_id);
-            puppet
-                .connection
-                .request(json!({ "op": "delete", "channel": portal.remote_id, "id": id, "target": target.remote_id }))
-                .await
-                .map_err(op_error)?;
+            let op = json!({
+                "op": "delete", "channel": portal.remote_id, "id": id, "target": target.remote_id,
+            });
+            self.act(&redaction.sender, None, &portal.remote_id, op)
+                .await?;
             ids.push(id);
         }
         Ok(ids)
@@ -600,18 +603,13 @@ impl Connector for Linechat {
         portal: &Portal,
         reaction: &MatrixReaction,
     ) -> Result<Vec<String>, ConnectorError> {
-        let puppet = self
-            .puppet_in(&reaction.sender, None, &portal.remote_id)
-            .await?;
         let id = reaction.event_id.to_string();
-        puppet
-            .connection
-            .request(json!({
-                "op": "react", "channel": portal.remote_id, "id": id,
-                "target": reaction.target.remote_id, "emoji": reaction.key,
-            }))
-            .await
-            .map_err(op_error)?;
+        let op = json!({
+            "op": "react", "channel": portal.remote_id, "id": id,
+            "target": reaction.target.remote_id, "emoji": reaction.key,
+        });
+        self.act(&reaction.sender, None, &portal.remote_id, op)
+            .await?;
         Ok(vec![id])
     }
 
@@ -667,13 +665,8 @@ impl Connector for Linechat {
         user: &UserId,
         typing: bool,
     ) -> Result<(), ConnectorError> {
-        let puppet = self.puppet_in(user, None, &portal.remote_id).await?;
-        puppet
-            .connection
-            .request(json!({ "op": "typing", "channel": portal.remote_id, "typing": typing }))
-            .await
-            .map_err(op_error)?;
-        Ok(())
+        let op = json!({ "op": "typing", "channel": portal.remote_id, "typing": typing });
+        self.act(user, None, &portal.remote_id, op).await
     }
 
     fn commands(&self) -> Vec<CommandSpec> {

@@ -8,7 +8,6 @@ use ruma::{OwnedMxcUri, OwnedUserId, RoomId, UserId};
 
 use super::error::BridgeError;
 use super::handle::Shared;
-use super::ids::{escape_localpart, unescape_localpart};
 use crate::connector::GhostInfo;
 use crate::matrix::MatrixError;
 use crate::store::GhostRow;
@@ -16,7 +15,11 @@ use crate::store::GhostRow;
 impl Shared {
     /// The Matrix id of the ghost of `remote_id`.
     pub(crate) fn ghost_user_id(&self, remote_id: &str) -> Result<OwnedUserId, BridgeError> {
-        let localpart = format!("{}{}", self.ghost_prefix, escape_localpart(remote_id));
+        let localpart = format!(
+            "{}{}",
+            self.ghost_prefix,
+            self.connector.ghost_localpart(remote_id)
+        );
         UserId::parse_with_server_name(localpart.as_str(), &self.domain)
             .ok()
             .filter(|user| user.validate_strict().is_ok())
@@ -32,7 +35,7 @@ impl Shared {
             return None;
         }
         let escaped = user.localpart().strip_prefix(&self.ghost_prefix)?;
-        unescape_localpart(escaped)
+        self.connector.ghost_id(escaped)
     }
 
     /// Registers the ghost of `info.id` if needed and sets what changed of its profile.

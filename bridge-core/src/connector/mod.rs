@@ -123,6 +123,22 @@ pub trait Connector: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The localpart of the ghost of remote user `id`, after the registration's ghost
+    /// prefix. It must be one-to-one and reversed by [`Connector::ghost_id`]. The default
+    /// is the spec's reversible escaping ([`escape_localpart`]); a network whose ids have
+    /// parts (a network name and a nick) can spell them more readably.
+    ///
+    /// [`escape_localpart`]: crate::bridge::ids::escape_localpart
+    fn ghost_localpart(&self, id: &str) -> String {
+        crate::bridge::ids::escape_localpart(id)
+    }
+
+    /// The remote user id behind a ghost localpart (after the ghost prefix), if it is one
+    /// [`Connector::ghost_localpart`] gives.
+    fn ghost_id(&self, localpart: &str) -> Option<String> {
+        crate::bridge::ids::unescape_localpart(localpart)
+    }
+
     /// What remote user the ghost id `id` (from `@<ghost_prefix><id>:<domain>`, unescaped)
     /// stands for, if any.
     async fn resolve_ghost(&self, id: &str) -> Result<Option<GhostInfo>, ConnectorError> {

@@ -1,0 +1,272 @@
+//! The `irc` section of the config: the networks to bridge, how to reach each, and how
+//! the bridge behaves there (its bot's nick, puppets' nicks, flood control, limits).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use bridge_core::config::{NetworkConfig, Problem};
+use serde::Deserialize;
+
+/// Port of IRC over TLS (RFC 7194).
+const DEFAULT_PORT: u16 = 6697;
+
+/// The `irc` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IrcConfig {
+    /// The IRC networks to bridge.
+    #[serde(default)]
+    pub networks: Vec<IrcNetwork>,
+}
+
+/// One IRC network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IrcNetwork {
+    /// Short name, used in ids, aliases and commands (`libera`).
+    pub name: String,
+    /// Host name of the IRC server.
+    pub host: String,
+    /// Port of the IRC server.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Whether to connect with TLS.
+    #[serde(default = "default_tls")]
+    pub tls: bool,
+    /// A PEM file of CA certificates to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The server password (PASS), if the server wants one.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The nick of the bridge's own connection, which watches the channels.
+    #[serde(default = "default_bot_nick")]
+    pub bot_nick: String,
+    /// Appended to Matrix users' nicks on IRC, so IRC users can tell them apart.
+    #[serde(default = "default_nick_suffix")]
+    pub nick_suffix: String,
+    /// Lines each connection may send at once, before `lines_per_second` applies.
+    #[serde(default = "default_burst")]
+    pub flood_burst: u32,
+    /// Lines per second each connection may send after its burst.
+    #[serde(default = "default_lines_per_second")]
+    pub lines_per_second: f64,
+    /// New connections per second to this network (puppets and reconnects), so a
+    /// restart with many puppets does not trip the server's connection throttle.
+    #[serde(default = "default_connects_per_second")]
+    pub connects_per_second: f64,
+    /// A Matrix message longer than this many IRC lines is cut, with a note.
+    #[serde(default = "default_max_lines")]
+    pub max_lines: usize,
+}
+
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
+
+fn default_tls() -> bool {
+    true
+}
+
+fn default_bot_nick() -> String {
+    "trestle".to_owned()
+}
+
+fn default_nick_suffix() -> String {
+    "[m]".to_owned()
+}
+
+fn default_burst() -> u32 {
+    5
+}
+
+fn default_lines_per_second() -> f64 {
+    2.0
+}
+
+fn default_connects_per_second() -> f64 {
+    5.0
+}
+
+fn default_max_lines() -> usize {
+    5
+}
+
+/// Whether `nick` is a valid IRC nick (RFC 2812 letters, digits and specials).
+pub fn is_valid_nick(nick: &str) -> bool {
+    let mut chars = nick.chars();
+    chars.next().is_some_and(|first| {
+        (first.is_ascii_alphabetic() || "[]\\`_^{|}".contains(first))
+            && chars.all(|c| c.is_ascii_alphanumeric() || "[]\\`_^{|}-".contains(c))
+    })
+}
+
+impl NetworkConfig for IrcConfig {
+    fn template() -> String {
+        format!(
+            r#"# The IRC side.
+irc:
+  # The IRC networks to bridge. Each has:
+  # - `name`: lowercase letters, digits and '-'; in ids and aliases
+  #   (`#irc_<name>_#channel`, `@irc_<name>_<nick>`);
+  # - `host`, `port` (default {port}) and `tls` (default true); `ca_file`, a PEM file of
+  #   CA certificates to trust instead of the system's; `password`, the server password;
+  # - `bot_nick` (default "{bot}"): the bridge's own connection, which watches channels;
+  # - `nick_suffix` (default "{suffix}"): appended to Matrix users' nicks;
+  # - `flood_burst` (default {burst}) lines at once, then `lines_per_second` (default {rate});
+  # - `connects_per_second` (default {connects}): new connections to the network;
+  # - `max_lines` (default {lines}): longer Matrix messages are cut, with a note.
+  #   networks:
+  #     - name: "libera"
+  #       host: "irc.libera.chat"
+  networks: []
+"#,
+            port = DEFAULT_PORT,
+            bot = default_bot_nick(),
+            suffix = default_nick_suffix(),
+            burst = default_burst(),
+            rate = default_lines_per_second(),
+            connects = default_connects_per_second(),
+            lines = default_max_lines(),
+        )
+    }
+
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut names = HashSet::new();
+        for (index, network) in self.networks.iter().enumerate() {
+            let at = |key: &str| format!("networks[{index}].{key}");
+            if network.name.is_empty() {
+                problems.push(Problem::new(at("name"), "must not be empty"));
+            } else if !network
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                problems.push(Problem::new(
+                    at("name"),
+                    "use only lowercase letters, digits and '-' (it appears in room aliases)",
+                ));
+            } else if !names.insert(network.name.as_str()) {
+                problems.push(Problem::new(
+                    at("name"),
+                    format!("`{}` names another network already", network.name),
+                ));
+            }
+            if network.host.trim().is_empty() {
+                problems.push(Problem::new(at("host"), "must not be empty"));
+            }
+            if network.port == 0 {
+                problems.push(Problem::new(at("port"), "must not be 0"));
+            }
+            if !is_valid_nick(&network.bot_nick) {
+                problems.push(Problem::new(
+                    at("bot_nick"),
+                    "must be a valid IRC nick (a letter or one of []\\`_^{|} first, then also digits and '-')",
+                ));
+            }
+            if network
+                .nick_suffix
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || "[]\\`_^{|}-".contains(c)))
+            {
+                problems.push(Problem::new(
+                    at("nick_suffix"),
+                    "may hold only letters, digits and []\\`_^{|}-",
+                ));
+            }
+            if network.flood_burst == 0 {
+                problems.push(Problem::new(at("flood_burst"), "must be at least 1"));
+            }
+            if !(network.lines_per_second > 0.0 && network.lines_per_second.is_finite()) {
+                problems.push(Problem::new(at("lines_per_second"), "must be above 0"));
+            }
+            if !(network.connects_per_second > 0.0 && network.connects_per_second.is_finite()) {
+                problems.push(Problem::new(at("connects_per_second"), "must be above 0"));
+            }
+            if network.max_lines == 0 {
+                problems.push(Problem::new(at("max_lines"), "must be at least 1"));
+            }
+            for (key, value) in [("password", &network.password)] {
+                if value
+                    .as_deref()
+                    .is_some_and(|v| v.contains(['\r', '\n', '\0']))
+                {
+                    problems.push(Problem::new(at(key), "must not contain CR, LF or NUL"));
+                }
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bridge_core::config::uncommented_keys;
+
+    use super::*;
+
+    fn network(name: &str, host: &str, port: u16) -> IrcNetwork {
+        IrcNetwork {
+            name: name.to_owned(),
+            host: host.to_owned(),
+            port,
+            tls: true,
+            ca_file: None,
+            password: None,
+            bot_nick: default_bot_nick(),
+            nick_suffix: default_nick_suffix(),
+            flood_burst: default_burst(),
+            lines_per_second: default_lines_per_second(),
+            connects_per_second: default_connects_per_second(),
+            max_lines: default_max_lines(),
+        }
+    }
+
+    #[test]
+    fn template_comments_every_key() {
+        assert_eq!(
+            uncommented_keys(&IrcConfig::template()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn networks_are_checked_with_their_index() {
+        let mut bad = network("OFTC", " ", 6697);
+        bad.bot_nick = "9bot".to_owned();
+        bad.password = Some("a\r\nQUIT".to_owned());
+        bad.lines_per_second = 0.0;
+        let config = IrcConfig {
+            networks: vec![
+                network("libera", "irc.libera.chat", 6697),
+                network("libera", "irc.example.org", 0),
+                bad,
+            ],
+        };
+        let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "networks[1].name: `libera` names another network already",
+                "networks[1].port: must not be 0",
+                "networks[2].name: use only lowercase letters, digits and '-' (it appears in room aliases)",
+                "networks[2].host: must not be empty",
+                "networks[2].bot_nick: must be a valid IRC nick (a letter or one of []\\`_^{|} first, then also digits and '-')",
+                "networks[2].lines_per_second: must be above 0",
+                "networks[2].password: must not contain CR, LF or NUL",
+            ]
+        );
+        assert!(IrcConfig::default().validate().is_empty());
+    }
+
+    #[test]
+    fn nicks_follow_rfc_2812() {
+        for good in ["alice", "a-b", "[m]x", "_x9"] {
+            assert!(is_valid_nick(good), "{good}");
+        }
+        for bad in ["", "9a", "-a", "a b", "a.b", "a:b", "é"] {
+            assert!(!is_valid_nick(bad), "{bad}");
+        }
+    }
+}

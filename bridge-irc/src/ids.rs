@@ -1,0 +1,184 @@
+//! IRC names as bridge ids, and Matrix names as IRC nicks.
+//!
+//! - A portal's remote id is `<network>/<channel>`, the channel folded with the
+//!   network's CASEMAPPING, so `#Rust` and `#rust` are one portal; its alias is
+//!   `#<alias prefix><network>_<channel>`.
+//! - A ghost's remote id is `<network>/<nick>`, the nick folded likewise; its localpart
+//!   is `<ghost prefix><network>_<nick>`, the nick escaped with the spec's reversible
+//!   mapping. Network names have no `_` and no `/`, so both read back unambiguously.
+//! - A Matrix user's nick comes from their display name, reduced to what IRC allows.
+
+use bridge_core::bridge::ids::{escape_localpart, unescape_localpart};
+
+use crate::config::is_valid_nick;
+
+/// The remote id of a channel's portal (`channel` already folded).
+pub fn portal_id(network: &str, channel: &str) -> String {
+    format!("{network}/{channel}")
+}
+
+/// The remote id of a nick's ghost (`nick` already folded).
+pub fn ghost_id(network: &str, nick: &str) -> String {
+    format!("{network}/{nick}")
+}
+
+/// The network and name of a portal or ghost id.
+pub fn split_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once('/')
+}
+
+/// The localpart (after the ghost prefix) of ghost id `id`.
+pub fn ghost_localpart(id: &str) -> String {
+    match split_id(id) {
+        Some((network, nick)) => format!("{network}_{}", escape_localpart(nick)),
+        // Not one of ours: escaped whole, so it still reads back.
+        None => escape_localpart(id),
+    }
+}
+
+/// The ghost id behind a localpart (after the ghost prefix), if it is one
+/// [`ghost_localpart`] gives.
+pub fn ghost_id_of_localpart(localpart: &str) -> Option<String> {
+    let (network, escaped) = localpart.split_once('_')?;
+    let valid_network = !network.is_empty()
+        && network
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let nick = unescape_localpart(escaped)?;
+    (valid_network && is_valid_nick(&nick)).then(|| ghost_id(network, &nick))
+}
+
+/// Whether `name` may be a channel name: a channel prefix, then no space, comma, BEL or
+/// control character, at most 50 bytes (RFC 2812).
+pub fn is_valid_channel(name: &str, chantypes: &str) -> bool {
+    name.chars().next().is_some_and(|c| chantypes.contains(c))
+        && name.len() > 1
+        && name.len() <= 50
+        && !name.chars().any(|c| c == ' ' || c == ',' || c.is_control())
+}
+
+/// An IRC nick for a Matrix user: their display name (or localpart) with what IRC
+/// forbids dropped, `suffix` appended, cut to `nicklen`.
+pub fn nick_for(
+    display_name: Option<&str>,
+    localpart: &str,
+    suffix: &str,
+    nicklen: usize,
+) -> String {
+    let clean = |name: &str| -> String {
+        let mut nick: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "[]\\`_^{|}-".contains(*c))
+            .collect();
+        // A nick cannot start with a digit or `-`.
+        while nick.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+            nick.remove(0);
+        }
+        nick
+    };
+    let mut base = display_name.map(clean).unwrap_or_default();
+    if base.is_empty() {
+        base = clean(localpart);
+    }
+    if base.is_empty() {
+        base = "matrix".to_owned();
+    }
+    let keep = nicklen.saturating_sub(suffix.len()).max(1);
+    let mut nick: String = base.chars().take(keep).collect();
+    nick.push_str(suffix);
+    nick.chars().take(nicklen.max(1)).collect()
+}
+
+/// Milliseconds since the epoch of an IRCv3 `server-time` value
+/// (`2026-01-01T12:00:00.000Z`), if it is one.
+pub fn parse_server_time(time: &str) -> Option<i64> {
+    let time = time.strip_suffix('Z')?;
+    let (date, clock) = time.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (clock, fraction) = clock.split_once('.').unwrap_or((clock, "0"));
+    let mut clock = clock.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let millis: i64 = format!("{fraction:0<3}")[..3].parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000) + millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ghost_localparts_read_back() {
+        for nick in ["alice", "bob_smith", "x{y}|z", "Q"] {
+            let id = ghost_id("libera", nick);
+            let localpart = ghost_localpart(&id);
+            assert_eq!(ghost_id_of_localpart(&localpart), Some(id), "{localpart}");
+        }
+        assert_eq!(ghost_localpart("libera/bob_smith"), "libera_bob__smith");
+        assert_eq!(ghost_localpart("libera/x{y}"), "libera_x=7by=7d");
+        // Not a nick, not a network, or not canonical: no ghost.
+        assert_eq!(ghost_id_of_localpart("libera_9lives"), None);
+        assert_eq!(ghost_id_of_localpart("Libera_alice"), None);
+        assert_eq!(ghost_id_of_localpart("libera_=61lice"), None);
+        assert_eq!(ghost_id_of_localpart("nonetwork"), None);
+    }
+
+    #[test]
+    fn nicks_come_from_names() {
+        assert_eq!(
+            nick_for(Some("Alice Liddell"), "alice", "[m]", 30),
+            "AliceLiddell[m]"
+        );
+        assert_eq!(nick_for(Some("😀"), "bob", "[m]", 30), "bob[m]");
+        assert_eq!(nick_for(None, "42", "", 30), "matrix");
+        assert_eq!(
+            nick_for(Some("Averyveryverylongname"), "x", "[m]", 9),
+            "Averyv[m]"
+        );
+        assert!(is_valid_nick(&nick_for(
+            Some("-9x\r\nQUIT"),
+            "x",
+            "[m]",
+            30
+        )));
+    }
+
+    #[test]
+    fn channels_are_checked() {
+        assert!(is_valid_channel("#rust", "#&"));
+        for bad in ["rust", "#", "#a b", "#a,b", "#a\x07", "#a\rb"] {
+            assert!(!is_valid_channel(bad, "#&"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_time_parses() {
+        assert_eq!(parse_server_time("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            parse_server_time("2026-11-22T10:20:30.456Z"),
+            Some(1_795_342_830_456)
+        );
+        assert_eq!(
+            parse_server_time("2026-11-22T10:20:30Z"),
+            Some(1_795_342_830_000)
+        );
+        assert_eq!(parse_server_time("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_server_time("yesterday"), None);
+    }
+}

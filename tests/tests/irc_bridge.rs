@@ -1,0 +1,308 @@
+//! bridge-irc end to end: the binary as an operator runs it, a real Synapse, real IRC
+//! servers (InspIRCd with Atheme, and ngircd, which offers no IRCv3), real clients on
+//! both sides.
+
+use std::time::Duration;
+
+use ruma::OwnedRoomId;
+use serde_json::{Value, json};
+use trestle_tests::bridge_process::BridgeProcess;
+use trestle_tests::irc::{IrcClient, Line};
+use trestle_tests::irc_bridge::irc_bridge;
+use trestle_tests::matrix::MatrixClient;
+use trestle_tests::{InspIrcd, Ngircd, Synapse};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Synapse with the bridge registered, the bridge running against the IRC server on
+/// `irc_port`, a Matrix user `alice` in the portal of `channel`, and an IRC user `carol`
+/// in `channel`.
+struct Bed {
+    _synapse: Synapse,
+    bridge: BridgeProcess,
+    alice: MatrixClient,
+    carol: IrcClient,
+    room: OwnedRoomId,
+    channel: String,
+}
+
+/// A channel name no other test uses on a shared IRC server.
+fn unique_channel(what: &str) -> String {
+    format!("#{what}-{}", std::process::id())
+}
+
+async fn bed(irc_port: u16, channel: &str, carol_nick: &str) -> Bed {
+    let mut carol = IrcClient::connect(irc_port, carol_nick).await.unwrap();
+    carol.join(channel).await.unwrap();
+    let (mut bridge, registration) = irc_bridge(irc_port, None).unwrap();
+    let synapse = Synapse::start(&[registration]).await.unwrap();
+    bridge.start(&synapse.url()).await.unwrap();
+    let alice = synapse
+        .register_user("alice", "alice-password", false)
+        .await
+        .unwrap();
+    // The alias does not exist until the homeserver asks the bridge: a dynamic portal,
+    // and the bridge's bot joins the channel to answer.
+    let room = alice
+        .join(&format!("#irc_testnet_{channel}:localhost"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+    Bed {
+        _synapse: synapse,
+        bridge,
+        alice,
+        carol,
+        room,
+        channel: channel.to_owned(),
+    }
+}
+
+impl Bed {
+    /// Waits for a Matrix event in the portal from `sender` that satisfies `matches`.
+    async fn matrix_event(&self, sender: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.alice
+            .wait_for_event(&self.room, WAIT, |event| {
+                event["sender"] == sender && matches(event)
+            })
+            .await
+            .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", self.bridge.log()))
+    }
+
+    /// Waits for a line in the channel from `nick` with `command`.
+    async fn irc_line(&mut self, command: &str, nick: &str) -> Line {
+        let channel = self.channel.to_lowercase();
+        let result = self
+            .carol
+            .wait_for(WAIT, |line| {
+                line.command == command
+                    && line.source_nick() == Some(nick)
+                    && line
+                        .params
+                        .first()
+                        .is_some_and(|t| t.to_lowercase() == channel)
+            })
+            .await;
+        result.unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", self.bridge.log()))
+    }
+
+    async fn send_html(&self, body: &str, html: &str) {
+        self.alice
+            .send(
+                &self.room,
+                "m.room.message",
+                &json!({
+                    "msgtype": "m.text", "body": body,
+                    "format": "org.matrix.custom.html", "formatted_body": html,
+                }),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_channel_portal_carries_messages_both_ways_on_inspircd() {
+    let irc = InspIrcd::shared().await.unwrap();
+    let channel = unique_channel("portal");
+    let mut bed = bed(irc.port(), &channel, "carol").await;
+    let carol_ghost = "@irc_testnet_carol:localhost";
+
+    // The ghost of carol, already in the channel, is in the room with her nick.
+    let members = bed
+        .alice
+        .request(
+            reqwest::Method::GET,
+            &format!("/_matrix/client/v3/rooms/{}/joined_members", bed.room),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        members["joined"][carol_ghost]["display_name"], "carol",
+        "{members}"
+    );
+
+    // Matrix to IRC: alice's puppet joins under her name and speaks.
+    bed.alice
+        .send_text(&bed.room, "hello from matrix")
+        .await
+        .unwrap();
+    bed.irc_line("JOIN", "alice[m]").await;
+    let said = bed.irc_line("PRIVMSG", "alice[m]").await;
+    assert_eq!(said.text(), "hello from matrix");
+
+    // HTML becomes mIRC formatting; an emote an ACTION; a notice a NOTICE.
+    bed.send_html("bold and plain", "<b>bold</b> and plain")
+        .await;
+    let said = bed.irc_line("PRIVMSG", "alice[m]").await;
+    assert_eq!(said.text(), "\x02bold\x02 and plain");
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({"msgtype": "m.emote", "body": "waves"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alice[m]").await.text(),
+        "\x01ACTION waves\x01"
+    );
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({"msgtype": "m.notice", "body": "a notice"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bed.irc_line("NOTICE", "alice[m]").await.text(), "a notice");
+
+    // Line breaks are new PRIVMSGs, never new commands: the injected QUIT is text.
+    bed.alice
+        .send_text(
+            &bed.room,
+            "first\r\nQUIT :injected\rJOIN #elsewhere\n\0last",
+        )
+        .await
+        .unwrap();
+    for expected in ["first", "QUIT :injected", "JOIN #elsewhere", "last"] {
+        assert_eq!(bed.irc_line("PRIVMSG", "alice[m]").await.text(), expected);
+    }
+
+    // IRC to Matrix: text with formatting, an action, a notice.
+    bed.carol
+        .privmsg(&channel, "\x02hello\x02 from irc")
+        .await
+        .unwrap();
+    let c1 = bed
+        .matrix_event(carol_ghost, |e| e["content"]["body"] == "hello from irc")
+        .await;
+    assert_eq!(c1["content"]["msgtype"], "m.text");
+    assert_eq!(c1["content"]["formatted_body"], "<b>hello</b> from irc");
+    bed.carol
+        .privmsg(&channel, "\x01ACTION dances\x01")
+        .await
+        .unwrap();
+    let action = bed
+        .matrix_event(carol_ghost, |e| e["content"]["body"] == "dances")
+        .await;
+    assert_eq!(action["content"]["msgtype"], "m.emote");
+    bed.carol
+        .send(&format!("NOTICE {channel} :psst"))
+        .await
+        .unwrap();
+    let notice = bed
+        .matrix_event(carol_ghost, |e| e["content"]["body"] == "psst")
+        .await;
+    assert_eq!(notice["content"]["msgtype"], "m.notice");
+
+    // A reply from Matrix names the one replied to; an edit is one short line.
+    let c1_id = c1["event_id"].as_str().unwrap();
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text",
+                "body": "> <@irc_testnet_carol:localhost> hello from irc\n\nwelcome",
+                "m.relates_to": { "m.in_reply_to": { "event_id": c1_id } },
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alice[m]").await.text(),
+        "carol: welcome"
+    );
+    let typo = bed.alice.send_text(&bed.room, "teh typo").await.unwrap();
+    bed.irc_line("PRIVMSG", "alice[m]").await;
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text", "body": "* the typo",
+                "m.new_content": { "msgtype": "m.text", "body": "the typo" },
+                "m.relates_to": { "rel_type": "m.replace", "event_id": typo },
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alice[m]").await.text(),
+        "* the typo"
+    );
+
+    // Joins, nick changes and parts from IRC.
+    let mut dave = IrcClient::connect(irc.port(), "dave").await.unwrap();
+    dave.join(&channel).await.unwrap();
+    bed.matrix_event("@irc_testnet_dave:localhost", |e| {
+        e["type"] == "m.room.member" && e["content"]["membership"] == "join"
+    })
+    .await;
+    dave.send("NICK dave2").await.unwrap();
+    bed.matrix_event("@irc_testnet_dave:localhost", |e| {
+        e["type"] == "m.room.member" && e["content"]["membership"] == "leave"
+    })
+    .await;
+    bed.matrix_event("@irc_testnet_dave2:localhost", |e| {
+        e["type"] == "m.room.member" && e["content"]["membership"] == "join"
+    })
+    .await;
+    dave.send(&format!("PART {channel} :see you"))
+        .await
+        .unwrap();
+    bed.matrix_event("@irc_testnet_dave2:localhost", |e| {
+        e["type"] == "m.room.member" && e["content"]["membership"] == "leave"
+    })
+    .await;
+
+    // No echo: after a marker from carol, nothing alice said came back from a ghost.
+    bed.carol.privmsg(&channel, "marker").await.unwrap();
+    bed.matrix_event(carol_ghost, |e| e["content"]["body"] == "marker")
+        .await;
+    let events = bed.alice.room_events(&bed.room).await.unwrap();
+    let echoed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message" && e["sender"] != carol_ghost)
+        .filter(|e| e["sender"] != bed.alice.user_id().as_str())
+        .collect();
+    assert!(echoed.is_empty(), "echoed: {echoed:?}");
+}
+
+#[tokio::test]
+async fn a_portal_works_on_ngircd_without_ircv3() {
+    let irc = Ngircd::shared().await.unwrap();
+    let channel = unique_channel("ngircd");
+    let mut bed = bed(irc.port(), &channel, "erin").await;
+    let erin_ghost = "@irc_testnet_erin:localhost";
+    bed.alice
+        .send_text(&bed.room, "hello ngircd")
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alice[m]").await.text(),
+        "hello ngircd"
+    );
+    bed.carol.privmsg(&channel, "hello matrix").await.unwrap();
+    let said = bed
+        .matrix_event(erin_ghost, |e| e["content"]["body"] == "hello matrix")
+        .await;
+    assert_eq!(said["content"]["msgtype"], "m.text");
+
+    // erin made the channel, so she is its operator and may set the topic. Her ghost
+    // has no power in the room (channel modes are not mirrored yet), so the bridge's bot
+    // sets it for her.
+    bed.carol
+        .send(&format!("TOPIC {channel} :the new topic"))
+        .await
+        .unwrap();
+    let topic = bed
+        .alice
+        .wait_for_event(&bed.room, WAIT, |e| {
+            e["type"] == "m.room.topic" && e["content"]["topic"] == "the new topic"
+        })
+        .await;
+    assert!(topic.is_ok(), "{topic:?}\n{}", bed.bridge.log());
+}
