@@ -150,7 +150,13 @@ impl BridgeProcess {
         &self.dir
     }
 
-    /// The current run's log.
+    /// The whole log of the current run.
+    pub fn full_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("bridge-{}.log", self.runs)))
+            .unwrap_or_default()
+    }
+
+    /// The current run's log (its last 200 lines).
     pub fn log(&self) -> String {
         self.process
             .as_ref()

@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// `irc_port`, a Matrix user `alice` in the portal of `channel`, and an IRC user `carol`
 /// in `channel`.
 struct Bed {
-    _synapse: Synapse,
+    synapse: Synapse,
     bridge: BridgeProcess,
     alice: MatrixClient,
     carol: IrcClient,
@@ -32,9 +32,19 @@ fn unique_channel(what: &str) -> String {
 }
 
 async fn bed(irc_port: u16, channel: &str, carol_nick: &str) -> Bed {
+    bed_on(irc_port, channel, carol_nick, None).await
+}
+
+/// The bed with the bridge's database at `database_url` (SQLite when `None`).
+async fn bed_on(
+    irc_port: u16,
+    channel: &str,
+    carol_nick: &str,
+    database_url: Option<String>,
+) -> Bed {
     let mut carol = IrcClient::connect(irc_port, carol_nick).await.unwrap();
     carol.join(channel).await.unwrap();
-    let (mut bridge, registration) = irc_bridge(irc_port, None).unwrap();
+    let (mut bridge, registration) = irc_bridge(irc_port, database_url).unwrap();
     let synapse = Synapse::start(&[registration]).await.unwrap();
     bridge.start(&synapse.url()).await.unwrap();
     let alice = synapse
@@ -48,7 +58,7 @@ async fn bed(irc_port: u16, channel: &str, carol_nick: &str) -> Bed {
         .await
         .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
     Bed {
-        _synapse: synapse,
+        synapse,
         bridge,
         alice,
         carol,
@@ -305,4 +315,120 @@ async fn a_portal_works_on_ngircd_without_ircv3() {
         })
         .await;
     assert!(topic.is_ok(), "{topic:?}\n{}", bed.bridge.log());
+}
+
+/// The bodies of `ghost`'s messages in the portal starting with `prefix`, in timeline
+/// order, read with `/messages`.
+async fn arrived(bed: &Bed, ghost: &str, prefix: &str) -> Vec<String> {
+    bed.alice
+        .room_events(&bed.room)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e["sender"] == ghost && e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str())
+        .filter(|body| body.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Bursts of `burst` messages each way, the bridge killed (SIGKILL) in the middle of
+/// each and restarted.
+///
+/// - IRC to Matrix: every line the bot read arrives once, in order. The kill comes once
+///   the bot has queued the whole burst and a tenth has reached Matrix, so most of it is
+///   in the outbox. (Lines said on IRC while the bridge is down are not seen by anyone
+///   of the bridge: IRC keeps no history for it to catch up from.)
+/// - Matrix to IRC: everything arrives in order. The one message being written when
+///   the bridge died may be said twice: IRC has no message ids to recognise it by.
+async fn bursts_survive_a_crash(database_url: Option<String>, burst: usize) {
+    let irc = InspIrcd::shared().await.unwrap();
+    let channel = unique_channel(&format!("burst{burst}"));
+    // Nicks differ per test: tests share the IRC server.
+    let nick = format!("sender{burst}");
+    let mut bed = bed_on(irc.port(), &channel, &nick, database_url).await;
+    let carol_ghost = &format!("@irc_testnet_{nick}:localhost");
+    let expected = |prefix: &str| {
+        (0..burst)
+            .map(|i| format!("{prefix}{i}"))
+            .collect::<Vec<_>>()
+    };
+
+    for i in 0..burst {
+        bed.carol.privmsg(&channel, &format!("I{i}")).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while bed
+        .bridge
+        .full_log()
+        .matches("queuing an IRC event")
+        .count()
+        < burst
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", bed.bridge.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tenth = format!("I{}", burst / 10);
+    bed.matrix_event(carol_ghost, |e| e["content"]["body"] == tenth.as_str())
+        .await;
+    bed.bridge.kill();
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    let last = format!("I{}", burst - 1);
+    bed.alice
+        .wait_for_event(&bed.room, Duration::from_secs(300), |e| {
+            e["content"]["body"] == last.as_str()
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
+    assert_eq!(
+        arrived(&bed, carol_ghost, "I").await,
+        expected("I"),
+        "IRC to Matrix: lost, doubled or out of order"
+    );
+
+    // A second session of alice's sends, while the test reads IRC.
+    let alice = MatrixClient::login(&bed.synapse.url(), "alice", "alice-password")
+        .await
+        .unwrap();
+    let room = bed.room.clone();
+    let sending = tokio::spawn(async move {
+        for i in 0..burst {
+            alice.send_text(&room, &format!("M{i}")).await.unwrap();
+        }
+    });
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < burst / 5 {
+        seen.push(bed.irc_line("PRIVMSG", "alice[m]").await.text().to_owned());
+    }
+    bed.bridge.kill();
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    while seen.last().map(String::as_str) != Some(format!("M{}", burst - 1).as_str()) {
+        seen.push(bed.irc_line("PRIVMSG", "alice[m]").await.text().to_owned());
+    }
+    sending.await.unwrap();
+    let mut unique = seen.clone();
+    unique.dedup();
+    assert_eq!(unique, expected("M"), "Matrix to IRC: lost or out of order");
+    assert!(
+        seen.len() <= burst + 1,
+        "Matrix to IRC: more than the one message in hand was repeated"
+    );
+    bed.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn bursts_of_1000_survive_a_crash_on_sqlite() {
+    bursts_survive_a_crash(None, 1000).await;
+}
+
+/// The same on PostgreSQL, with a shorter burst: what differs is the database.
+#[tokio::test]
+async fn bursts_survive_a_crash_on_postgresql() {
+    let url = trestle_tests::Postgres::shared()
+        .await
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    bursts_survive_a_crash(Some(url), 200).await;
 }
