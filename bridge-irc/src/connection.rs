@@ -272,6 +272,11 @@ impl Connection {
         self.lock().caps.contains(cap)
     }
 
+    /// How SASL went at registration (`None`: not tried, the server has no SASL).
+    pub fn sasl_outcome(&self) -> Option<Result<(), String>> {
+        self.lock().sasl.clone()
+    }
+
     /// The server's ISUPPORT.
     pub fn server(&self) -> ServerInfo {
         self.lock().server.clone()

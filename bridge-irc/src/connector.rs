@@ -5,15 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bridge_core::bridge::BridgeHandle;
+use bridge_core::bridge::{BridgeHandle, CommandContext, Permission};
 use bridge_core::connector::{
-    Capabilities, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixEdit,
+    Capabilities, CommandSpec, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixEdit,
     MatrixMembership, MatrixMessage, Membership, MessageKind, Portal, PortalInfo,
 };
 use bridge_core::format::html_to_text;
 use ruma::UserId;
 
 use crate::config::{IrcConfig, is_valid_nick};
+use crate::connection::Sasl;
 use crate::formatting::IrcMarkup;
 use crate::ids::{ghost_id, ghost_id_of_localpart, ghost_localpart, split_id};
 use crate::line::Line;
@@ -279,5 +280,178 @@ impl Connector for IrcConnector {
             Membership::Invite => {}
         }
         Ok(())
+    }
+
+    fn commands(&self) -> Vec<CommandSpec> {
+        let command = |name, args, summary| CommandSpec {
+            name,
+            args,
+            summary,
+            level: Permission::User,
+        };
+        vec![
+            CommandSpec {
+                level: Permission::Relay,
+                ..command(
+                    "networks",
+                    "",
+                    "list the IRC networks and your nick on each",
+                )
+            },
+            command(
+                "join",
+                "[network] <#channel>",
+                "open the portal of a channel and invite you to it",
+            ),
+            command("part", "[network] <#channel>", "leave a channel on IRC"),
+            command("nick", "[network] <nick>", "choose your nick"),
+            command(
+                "storepass",
+                "[network] <account> <password>",
+                "log in to your services account (SASL, or NickServ) from now on",
+            ),
+            command("removepass", "[network]", "forget your services password"),
+            command(
+                "reconnect",
+                "[network]",
+                "drop your IRC connection; the next message connects again",
+            ),
+        ]
+    }
+
+    async fn run_command(
+        &self,
+        context: &CommandContext,
+        command: &str,
+        args: &[String],
+    ) -> Result<String, ConnectorError> {
+        if command == "networks" {
+            let mut lines = Vec::new();
+            for network in self.networks.values() {
+                let nick = network.puppet_nick(&context.sender).await;
+                lines.push(format!(
+                    "{} ({}:{}){}{}",
+                    network.name(),
+                    network.config.host,
+                    network.config.port,
+                    if network.is_connected() {
+                        ""
+                    } else {
+                        ", not connected"
+                    },
+                    nick.map(|n| format!(", you are {n}")).unwrap_or_default()
+                ));
+            }
+            return Ok(if lines.is_empty() {
+                "No IRC networks are configured.".to_owned()
+            } else {
+                lines.join("\n")
+            });
+        }
+        // The network may be left out when there is only one.
+        let (network, args) = match args.first().and_then(|a| self.networks.get(a)) {
+            Some(network) => (network, &args[1..]),
+            None if self.networks.len() == 1 => {
+                (self.networks.values().next().expect("one network"), args)
+            }
+            None => {
+                let names: Vec<&str> = self.networks.keys().map(String::as_str).collect();
+                return Ok(format!(
+                    "Name the network first: one of {}.",
+                    names.join(", ")
+                ));
+            }
+        };
+        let user = &context.sender;
+        match (command, args) {
+            ("join", [channel]) => {
+                let info = network.open_channel(channel).await?;
+                let portal = context
+                    .bridge
+                    .create_portal(&info)
+                    .await
+                    .map_err(|e| ConnectorError::Retry(e.to_string()))?;
+                context
+                    .bridge
+                    .matrix()
+                    .bot()
+                    .invite(&portal.room_id, user)
+                    .await
+                    .or_else(|error| match error.api_error() {
+                        // Already in the room, or already invited.
+                        Some(api) if api.is("M_FORBIDDEN") => Ok(()),
+                        _ => Err(ConnectorError::Retry(error.to_string())),
+                    })?;
+                Ok(format!("Invited you to {channel} on {}.", network.name()))
+            }
+            ("part", [channel]) => {
+                network.part(user, &network.fold(channel)).await?;
+                Ok(format!("Left {channel} on {}.", network.name()))
+            }
+            ("nick", [nick]) => {
+                let server = network.server();
+                if !is_valid_nick(nick) || nick.chars().count() > server.nicklen {
+                    return Ok(format!(
+                        "{nick:?} is not a valid nick on {} (at most {} of letters, digits and []\\`_^{{|}}-, not starting with a digit or -).",
+                        network.name(),
+                        server.nicklen
+                    ));
+                }
+                let mut login = network.login(user).await?;
+                login.nick = Some(nick.clone());
+                network.save_login(user, &login).await?;
+                Ok(if network.change_nick(user, nick).await? {
+                    format!("Asked {} for the nick {nick}.", network.name())
+                } else {
+                    format!(
+                        "You will be {nick} on {} when you next connect.",
+                        network.name()
+                    )
+                })
+            }
+            ("storepass", [account, password]) => {
+                if [account, password]
+                    .iter()
+                    .any(|v| v.chars().any(char::is_control))
+                {
+                    return Ok(
+                        "The account and password must not hold control characters.".to_owned()
+                    );
+                }
+                let mut login = network.login(user).await?;
+                login.sasl = Some(Sasl::Plain {
+                    account: account.clone(),
+                    password: password.clone(),
+                });
+                network.save_login(user, &login).await?;
+                network.disconnect(user, "Logging in").await;
+                Ok(format!(
+                    "Stored (encrypted) the password of {account} on {}; you will log in when you next connect.",
+                    network.name()
+                ))
+            }
+            ("removepass", []) => {
+                let mut login = network.login(user).await?;
+                login.sasl = None;
+                network.save_login(user, &login).await?;
+                Ok(format!("Forgot your password on {}.", network.name()))
+            }
+            ("reconnect", []) => {
+                network.disconnect(user, "Reconnecting").await;
+                Ok(format!(
+                    "Disconnected you from {}; your next message connects you again.",
+                    network.name()
+                ))
+            }
+            _ => {
+                let usage = self
+                    .commands()
+                    .into_iter()
+                    .find(|spec| spec.name == command)
+                    .map(|spec| format!("Usage: {} {}", spec.name, spec.args))
+                    .unwrap_or_else(|| format!("Unknown command {command}."));
+                Ok(usage)
+            }
+        }
     }
 }

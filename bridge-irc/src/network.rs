@@ -18,13 +18,14 @@ use bridge_core::bridge::{BridgeError, BridgeHandle};
 use bridge_core::connector::{
     ConnectorError, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind, RemoteMessage,
 };
+use bridge_core::store::Login;
 use ruma::{OwnedUserId, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IrcNetwork;
-use crate::connection::{ConnectError, ConnectOptions, Connection, FloodLimits, SendError};
+use crate::connection::{ConnectError, ConnectOptions, Connection, FloodLimits, Sasl, SendError};
 use crate::formatting::{irc_to_html, strip_formatting};
 use crate::ids::{ghost_id, is_valid_channel, nick_for, parse_server_time, portal_id};
 use crate::isupport::ServerInfo;
@@ -60,6 +61,15 @@ pub struct Puppet {
 type JoinWaiter = oneshot::Sender<Result<(), String>>;
 /// A Matrix user's puppet, once connected; locked while it connects.
 type PuppetSlot = Arc<tokio::sync::Mutex<Option<Arc<Puppet>>>>;
+
+/// What a Matrix user told the bridge about themselves on a network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PuppetLogin {
+    /// The nick they asked for.
+    pub nick: Option<String>,
+    /// Their services account, if they stored a password.
+    pub sasl: Option<Sasl>,
+}
 
 /// One network: its bot, its puppets, and what the bot knows of its channels.
 #[derive(Debug)]
@@ -598,19 +608,22 @@ impl Network {
             return Err(ConnectorError::Retry("the bridge is stopping".to_owned()));
         }
         let server = self.server();
-        let nick = nick_for(
-            display_name,
-            user.localpart(),
-            &self.config.nick_suffix,
-            server.nicklen,
-        );
+        let login = self.login(user).await?;
+        let nick = login.nick.clone().unwrap_or_else(|| {
+            nick_for(
+                display_name,
+                user.localpart(),
+                &self.config.nick_suffix,
+                server.nicklen,
+            )
+        });
         let username: String = user
             .localpart()
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .take(10)
             .collect();
-        let options = self.options(
+        let mut options = self.options(
             nick,
             if username.is_empty() {
                 "matrix".to_owned()
@@ -619,6 +632,7 @@ impl Network {
             },
             user.to_string(),
         );
+        options.sasl = login.sasl.clone();
         self.connect_slot().await;
         let (connection, events) =
             Connection::connect(&options)
@@ -633,6 +647,7 @@ impl Network {
                 })?;
         let nick = connection.nick();
         tracing::info!(network = %self.name(), %user, %nick, "puppet connected");
+        self.identify(&connection, user, &login).await;
         lock(&self.puppet_nicks).insert(self.fold(&nick), user.to_owned());
         let puppet = Arc::new(Puppet {
             connection,
@@ -664,6 +679,125 @@ impl Network {
             lock(&puppet.channels).insert(channel.to_owned());
         }
         Ok(puppet)
+    }
+
+    /// The network id of logins (`irc:<network>`).
+    fn login_network(&self) -> String {
+        format!("irc:{}", self.name())
+    }
+
+    /// What `user` told the bridge about themselves on this network.
+    pub async fn login(&self, user: &UserId) -> Result<PuppetLogin, ConnectorError> {
+        let bridge = self.bridge();
+        let stored = bridge
+            .store()
+            .load_login(user.as_str(), &self.login_network(), bridge.secrets())
+            .await
+            .map_err(|error| ConnectorError::Retry(error.to_string()))?;
+        let Some(stored) = stored else {
+            return Ok(PuppetLogin::default());
+        };
+        let settings: serde_json::Value =
+            serde_json::from_str(&stored.settings).unwrap_or_default();
+        let account = settings["account"].as_str().map(str::to_owned);
+        let sasl = match (account, stored.secret) {
+            (Some(account), Some(password)) => Some(Sasl::Plain { account, password }),
+            _ => None,
+        };
+        Ok(PuppetLogin {
+            nick: stored.remote_id,
+            sasl,
+        })
+    }
+
+    /// Saves what `user` told the bridge about themselves on this network.
+    pub async fn save_login(
+        &self,
+        user: &UserId,
+        login: &PuppetLogin,
+    ) -> Result<(), ConnectorError> {
+        let (account, secret) = match &login.sasl {
+            Some(Sasl::Plain { account, password }) => {
+                (Some(account.clone()), Some(password.clone()))
+            }
+            _ => (None, None),
+        };
+        let row = Login {
+            user_id: user.to_string(),
+            network: self.login_network(),
+            remote_id: login.nick.clone(),
+            settings: serde_json::json!({ "account": account }).to_string(),
+            secret,
+        };
+        let bridge = self.bridge();
+        bridge
+            .store()
+            .save_login(&row, bridge.secrets())
+            .await
+            .map_err(|error| ConnectorError::Retry(error.to_string()))
+    }
+
+    /// Logs a new puppet connection in with NickServ when SASL was not possible.
+    async fn identify(&self, connection: &Connection, user: &UserId, login: &PuppetLogin) {
+        let Some(Sasl::Plain { account, password }) = &login.sasl else {
+            return;
+        };
+        match connection.sasl_outcome() {
+            Some(Ok(())) => {}
+            Some(Err(reason)) => {
+                tracing::warn!(network = %self.name(), %user, %reason, "SASL login refused");
+            }
+            None => {
+                let identify = Line::new(
+                    "PRIVMSG",
+                    ["NickServ", &format!("IDENTIFY {account} {password}")],
+                );
+                if let Err(error) = connection.send(&identify).await {
+                    tracing::warn!(%error, "cannot identify with NickServ");
+                }
+            }
+        }
+    }
+
+    /// Disconnects `user`'s puppet, if connected; the next message connects it again.
+    pub async fn disconnect(&self, user: &UserId, reason: &str) {
+        let slot = lock(&self.puppets).get(user).cloned();
+        let Some(slot) = slot else { return };
+        let puppet = slot.lock().await.take();
+        if let Some(puppet) = puppet {
+            let _ = puppet.connection.send(&Line::new("QUIT", [reason])).await;
+        }
+    }
+
+    /// Asks for a new nick for `user`'s puppet, if connected; the server's NICK confirms.
+    pub async fn change_nick(&self, user: &UserId, nick: &str) -> Result<bool, ConnectorError> {
+        let slot = lock(&self.puppets).get(user).cloned();
+        let Some(slot) = slot else { return Ok(false) };
+        let puppet = slot.lock().await.clone();
+        let Some(puppet) = puppet.filter(|p| p.connection.is_open()) else {
+            return Ok(false);
+        };
+        puppet
+            .connection
+            .send(&Line::new("NICK", [nick]))
+            .await
+            .map_err(send_error)?;
+        Ok(true)
+    }
+
+    /// The nick of `user`'s puppet, if connected.
+    pub async fn puppet_nick(&self, user: &UserId) -> Option<String> {
+        let slot = lock(&self.puppets).get(user).cloned()?;
+        let puppet = slot.lock().await.clone()?;
+        puppet
+            .connection
+            .is_open()
+            .then(|| puppet.connection.nick())
+    }
+
+    /// Whether the bot is connected.
+    pub fn is_connected(&self) -> bool {
+        self.bot.borrow().is_some()
     }
 
     /// Parts `channel` (folded) with `user`'s puppet, if it is there.

@@ -13,6 +13,8 @@ use trestle_tests::matrix::MatrixClient;
 use trestle_tests::{InspIrcd, Ngircd, Synapse};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// The bridge's bot.
+const BOT: &str = "@ircbot:localhost";
 
 /// Synapse with the bridge registered, the bridge running against the IRC server on
 /// `irc_port`, a Matrix user `alice` in the portal of `channel`, and an IRC user `carol`
@@ -93,6 +95,19 @@ impl Bed {
             })
             .await;
         result.unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", self.bridge.log()))
+    }
+
+    /// Waits for the bot to say something containing `text` in `room`.
+    async fn bot_answer(&self, room: &ruma::RoomId, text: &str) -> Value {
+        self.alice
+            .wait_for_event(room, WAIT, |e| {
+                e["sender"] == BOT
+                    && e["content"]["body"]
+                        .as_str()
+                        .is_some_and(|b| b.contains(text))
+            })
+            .await
+            .unwrap_or_else(|error| panic!("{text}: {error}\n{}", self.bridge.log()))
     }
 
     async fn send_html(&self, body: &str, html: &str) {
@@ -431,4 +446,92 @@ async fn bursts_survive_a_crash_on_postgresql() {
         .await
         .unwrap();
     bursts_survive_a_crash(Some(url), 200).await;
+}
+
+/// The bot's commands in a management room, and a puppet logging in to its services
+/// account with SASL once its password is stored.
+#[tokio::test]
+async fn commands_set_the_nick_and_log_in_with_sasl() {
+    let irc = InspIrcd::shared().await.unwrap();
+    irc.register_account("alicesasl", "s3cret-pass")
+        .await
+        .unwrap();
+    let channel = unique_channel("commands");
+    let mut bed = bed(irc.port(), &channel, "frank").await;
+    let bot = BOT;
+    let dm = bed
+        .alice
+        .create_room(
+            json!({ "is_direct": true, "invite": [bot], "preset": "trusted_private_chat" }),
+        )
+        .await
+        .unwrap();
+    bed.bot_answer(&dm, "Say `help`").await;
+    bed.alice.send_text(&dm, "help").await.unwrap();
+    let help = bed.bot_answer(&dm, "storepass").await;
+    assert!(
+        help["content"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("reconnect"),
+        "{help}"
+    );
+
+    // alice joined the portal, so her puppet is connected: a new nick is asked for.
+    bed.alice.send_text(&dm, "networks").await.unwrap();
+    bed.bot_answer(&dm, "testnet (127.0.0.1").await;
+    bed.alice
+        .send_text(&dm, "nick testnet 9invalid")
+        .await
+        .unwrap();
+    bed.bot_answer(&dm, "is not a valid nick").await;
+    bed.alice.send_text(&dm, "nick alicesasl").await.unwrap();
+    bed.bot_answer(&dm, "Asked testnet for the nick alicesasl")
+        .await;
+    let renamed = bed
+        .carol
+        .wait_for(WAIT, |l| l.command == "NICK" && l.text() == "alicesasl")
+        .await
+        .unwrap();
+    assert_eq!(renamed.source_nick(), Some("alice[m]"));
+
+    // The password is stored; the puppet reconnects with SASL when alice next speaks.
+    bed.alice
+        .send_text(&dm, "storepass alicesasl s3cret-pass")
+        .await
+        .unwrap();
+    bed.bot_answer(&dm, "Stored (encrypted) the password of alicesasl")
+        .await;
+    bed.carol
+        .wait_for(WAIT, |l| {
+            l.command == "QUIT" && l.source_nick() == Some("alicesasl")
+        })
+        .await
+        .unwrap();
+    bed.alice
+        .send_text(&bed.room, "logged in now")
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alicesasl").await.text(),
+        "logged in now"
+    );
+    bed.carol.send("WHOIS alicesasl").await.unwrap();
+    let account = bed
+        .carol
+        .wait_for(WAIT, |l| l.command == "330" || l.command == "318")
+        .await
+        .unwrap();
+    assert_eq!(
+        account.command, "330",
+        "alice's puppet is logged in: {account:?}"
+    );
+    assert_eq!(account.params.get(2).map(String::as_str), Some("alicesasl"));
+
+    // A channel name with a control character is refused, and nothing is joined.
+    bed.alice
+        .send_text(&dm, "join testnet #bad\u{7}name")
+        .await
+        .unwrap();
+    bed.bot_answer(&dm, "is not a channel name").await;
 }

@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) started: watch::Sender<Option<bool>>,
     /// The largest upload the homeserver takes.
     pub(crate) upload_limit: std::sync::atomic::AtomicU64,
+    /// Seals secrets at rest with the configured `encryption.key`.
+    pub(crate) secrets: crate::store::SecretBox,
 }
 
 impl std::fmt::Debug for Shared {
@@ -95,6 +97,12 @@ impl BridgeHandle {
     /// [`BridgeHandle::set_state`], logins through [`Store::save_login`].
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// What seals logins' secrets ([`Store::save_login`], [`Store::load_login`]) with
+    /// the configured `encryption.key`.
+    pub fn secrets(&self) -> &crate::store::SecretBox {
+        &self.shared.secrets
     }
 
     /// The value the connector stored under `key`.

@@ -121,6 +121,7 @@ pub async fn run_bridge<N: NetworkConfig>(
         creating: Default::default(),
         started: watch::Sender::new(None),
         upload_limit: AtomicU64::new(DEFAULT_UPLOAD_LIMIT),
+        secrets: crate::store::SecretBox::from_key(&config.encryption.key),
     });
 
     let failed = CancellationToken::new();

@@ -46,6 +46,13 @@ impl SecretBox {
         Ok(SecretBox { cipher })
     }
 
+    /// A box for the configured key.
+    pub fn from_key(key: &crate::config::EncryptionKey) -> SecretBox {
+        SecretBox {
+            cipher: XChaCha20Poly1305::new(key.as_bytes().into()),
+        }
+    }
+
     /// A fresh random key, base64-encoded (for `generate-config`).
     pub fn generate_key() -> String {
         STANDARD.encode(rand::random::<[u8; 32]>())
