@@ -1,6 +1,7 @@
-//! The IRC bridge (`bridge-irc`) run as an operator runs it, with one network, `testnet`,
-//! pointing at a test bed IRC server.
+//! The IRC bridge (`bridge-irc`) run as an operator runs it, pointed at test bed IRC
+//! servers over plain TCP.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use crate::Result;
@@ -9,25 +10,22 @@ use crate::bridge_process::BridgeProcess;
 /// The network name the tests give their IRC server.
 pub const NETWORK: &str = "testnet";
 
-/// `bridge-irc` configured for the IRC server on 127.0.0.1:`irc_port` (plain TCP, flood
-/// control loosened for bursts) and registered; the generated config is passed through
-/// `edit` after the network is added.
-pub fn irc_bridge_with(
-    irc_port: u16,
+/// `bridge-irc` configured for `networks` (name, port on 127.0.0.1), each with `extra`
+/// settings (YAML lines at the network's indentation), and registered; the generated
+/// config is passed through `edit` once the networks are in.
+pub fn irc_bridge_for(
+    networks: &[(&str, u16)],
+    extra: &str,
     database_url: Option<String>,
     edit: impl FnOnce(&str) -> String,
 ) -> Result<(BridgeProcess, PathBuf)> {
-    let network = format!(
-        r#"  networks:
-    - name: "{NETWORK}"
-      host: "127.0.0.1"
-      port: {irc_port}
-      tls: false
-      flood_burst: 50
-      lines_per_second: 500
-      connects_per_second: 50
-"#
-    );
+    let mut section = "  networks:\n".to_owned();
+    for (name, port) in networks {
+        let _ = write!(
+            section,
+            "    - name: \"{name}\"\n      host: \"127.0.0.1\"\n      port: {port}\n      tls: false\n{extra}"
+        );
+    }
     BridgeProcess::prepare(
         crate::workspace_binary("bridge-irc")?,
         "irc-bridge",
@@ -36,8 +34,20 @@ pub fn irc_bridge_with(
             "info,bridge_core=debug,bridge_irc=trace".to_owned(),
         )],
         database_url,
-        move |config| edit(&config.replace("  networks: []\n", &network)),
+        move |config| edit(&config.replace("  networks: []\n", &section)),
     )
+}
+
+/// `bridge-irc` for the one network [`NETWORK`] on 127.0.0.1:`irc_port`, with flood
+/// control loosened for bursts; the generated config is passed through `edit`.
+pub fn irc_bridge_with(
+    irc_port: u16,
+    database_url: Option<String>,
+    edit: impl FnOnce(&str) -> String,
+) -> Result<(BridgeProcess, PathBuf)> {
+    let loose =
+        "      flood_burst: 50\n      lines_per_second: 500\n      connects_per_second: 50\n";
+    irc_bridge_for(&[(NETWORK, irc_port)], loose, database_url, edit)
 }
 
 /// [`irc_bridge_with`] with the config as generated.

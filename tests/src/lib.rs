@@ -48,21 +48,23 @@ pub(crate) fn next_folder(what: &str) -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// A binary of the workspace (`bridge-irc`), built beside the running test binary by
-/// `cargo test --workspace`.
+/// A binary of the workspace (`bridge-irc`), built beside the running test or binary by
+/// `cargo test --workspace` or `cargo build --workspace`.
 pub fn workspace_binary(name: &str) -> Result<std::path::PathBuf> {
     let exe = std::env::current_exe().map_err(Error::io("finding the test binary"))?;
-    let binary = exe
+    // A test runs from target/<profile>/deps, a binary of this crate from target/<profile>.
+    let beside = exe.parent().map(|dir| dir.join(name));
+    let above = exe
         .parent()
         .and_then(std::path::Path::parent)
-        .ok_or_else(|| Error::Protocol("the test binary is not in target/<profile>/deps".into()))?
-        .join(name);
-    if binary.exists() {
+        .map(|dir| dir.join(name));
+    let found = [above, beside].into_iter().flatten().find(|b| b.exists());
+    if let Some(binary) = found {
         Ok(binary)
     } else {
         Err(Error::Protocol(format!(
-            "{} is not built: run `cargo build -p {name}` (tests/run does)",
-            binary.display()
+            "{name} is not built beside {}: run `cargo build --workspace` (tests/run does)",
+            exe.display()
         )))
     }
 }

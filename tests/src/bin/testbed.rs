@@ -1,9 +1,11 @@
 //! `testbed quickstart`: the engine of `deploy/quickstart`. Starts the test bed's servers
-//! for a person (Synapse with a ready account, InspIRCd with Atheme, ngircd, Prosody),
-//! prints how to reach them, and stops them all on Ctrl-C.
+//! for a person (Synapse with a ready account, InspIRCd with Atheme, ngircd, Prosody) and
+//! the IRC bridge on both IRC servers, prints how to reach them, and stops them all on
+//! Ctrl-C.
 
 use anyhow::Context;
 use clap::Parser;
+use trestle_tests::irc_bridge::irc_bridge_for;
 use trestle_tests::synapse::SynapseOptions;
 use trestle_tests::{InspIrcd, Ngircd, Prosody, Synapse};
 
@@ -33,16 +35,25 @@ async fn main() -> anyhow::Result<()> {
         password,
     } = Command::parse();
     eprintln!("starting Synapse, InspIRCd with Atheme, ngircd and Prosody...");
+    let (inspircd, ngircd, prosody) =
+        tokio::try_join!(InspIrcd::start(), Ngircd::start(), Prosody::start())?;
+    // The bridge's registration must exist before Synapse starts, which loads it.
+    let (mut irc_bridge, irc_registration) = irc_bridge_for(
+        &[("inspircd", inspircd.port()), ("ngircd", ngircd.port())],
+        "",
+        None,
+        str::to_owned,
+    )
+    .context("configuring bridge-irc")?;
     let options = SynapseOptions {
         port: Some(synapse_port),
-        ..SynapseOptions::default()
+        appservice_files: vec![irc_registration],
     };
-    let (synapse, inspircd, ngircd, prosody) = tokio::try_join!(
-        Synapse::start_with(options),
-        InspIrcd::start(),
-        Ngircd::start(),
-        Prosody::start(),
-    )?;
+    let synapse = Synapse::start_with(options).await?;
+    irc_bridge
+        .start(&synapse.url())
+        .await
+        .context("starting bridge-irc")?;
     synapse
         .register_user(&user, &password, true)
         .await
@@ -59,7 +70,10 @@ async fn main() -> anyhow::Result<()> {
          \x20        ngircd                      127.0.0.1:{ng}\n\
          XMPP     Prosody c2s 127.0.0.1:{c2s}  account {user}@{domain} password {password}\n\
          \x20        group chats on {muc}\n\n\
-         Bridges: none are wired in yet; they join this quickstart as they land.\n\
+         Bridges: bridge-irc (log and config in {irc_dir})\n\
+         \x20        join #irc_inspircd_#trestle:{server} or #irc_ngircd_#trestle:{server}\n\
+         \x20        (any channel: #irc_<network>_<#channel>); its bot is @ircbot:{server}:\n\
+         \x20        a direct chat with it takes `help`.\n\
          Data lives in {dir} and is thrown away. Ctrl-C stops everything.",
         url = synapse.url(),
         server = synapse.server_name(),
@@ -69,10 +83,12 @@ async fn main() -> anyhow::Result<()> {
         domain = Prosody::DOMAIN,
         muc = Prosody::MUC_DOMAIN,
         dir = trestle_tests::run_dir().display(),
+        irc_dir = irc_bridge.dir().display(),
     );
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     eprintln!("stopping...");
+    irc_bridge.stop().await;
     Ok(())
 }
