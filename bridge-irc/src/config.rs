@@ -58,6 +58,10 @@ pub struct IrcNetwork {
     /// A Matrix message longer than this many IRC lines is cut, with a note.
     #[serde(default = "default_max_lines")]
     pub max_lines: usize,
+    /// How long users who quit in a netsplit may take to come back before Matrix is
+    /// shown them leaving.
+    #[serde(default = "default_split_grace_seconds")]
+    pub split_grace_seconds: u64,
 }
 
 fn default_port() -> u16 {
@@ -92,6 +96,10 @@ fn default_max_lines() -> usize {
     5
 }
 
+fn default_split_grace_seconds() -> u64 {
+    60
+}
+
 /// Whether `nick` is a valid IRC nick (RFC 2812 letters, digits and specials).
 pub fn is_valid_nick(nick: &str) -> bool {
     let mut chars = nick.chars();
@@ -115,7 +123,9 @@ irc:
   # - `nick_suffix` (default "{suffix}"): appended to Matrix users' nicks;
   # - `flood_burst` (default {burst}) lines at once, then `lines_per_second` (default {rate});
   # - `connects_per_second` (default {connects}): new connections to the network;
-  # - `max_lines` (default {lines}): longer Matrix messages are cut, with a note.
+  # - `max_lines` (default {lines}): longer Matrix messages are cut, with a note;
+  # - `split_grace_seconds` (default {grace}): users who quit in a netsplit and come back
+  #   within this time are never shown leaving.
   #   networks:
   #     - name: "libera"
   #       host: "irc.libera.chat"
@@ -128,6 +138,7 @@ irc:
             rate = default_lines_per_second(),
             connects = default_connects_per_second(),
             lines = default_max_lines(),
+            grace = default_split_grace_seconds(),
         )
     }
 
@@ -220,6 +231,7 @@ mod tests {
             lines_per_second: default_lines_per_second(),
             connects_per_second: default_connects_per_second(),
             max_lines: default_max_lines(),
+            split_grace_seconds: default_split_grace_seconds(),
         }
     }
 

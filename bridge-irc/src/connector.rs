@@ -151,7 +151,7 @@ impl Connector for IrcConnector {
                 edits: true,
                 redactions: false,
                 reactions: false,
-                typing: false,
+                typing: true,
                 receipts: false,
             },
         }
@@ -253,6 +253,17 @@ impl Connector for IrcConnector {
         self.say(network, &edit.sender, None, channel, &lines)
             .await?;
         Ok(vec![edit.event_id.to_string()])
+    }
+
+    async fn handle_typing(
+        &self,
+        portal: &Portal,
+        user: &UserId,
+        typing: bool,
+    ) -> Result<(), ConnectorError> {
+        let (network, channel) = self.route(portal)?;
+        network.typing(user, channel, typing).await;
+        Ok(())
     }
 
     async fn handle_membership(

@@ -3,6 +3,7 @@
 //! - [`config`]: the `irc` config section;
 //! - [`connector`]: what bridge-core asks of IRC, routed to a [`network`];
 //! - [`network`]: one network at run time: the bot in portal channels, and puppets;
+//! - [`netsplit`]: quits of a netsplit held until the split heals;
 //! - [`connection`]: one IRC connection: TLS, CAP/SASL registration, flood control;
 //! - [`line`]: IRC lines parsed and built (never with CR, LF or NUL);
 //! - [`isupport`]: what the server says of itself (casemapping, modes, nick length);
@@ -18,6 +19,7 @@ pub mod formatting;
 pub mod ids;
 pub mod isupport;
 pub mod line;
+pub mod netsplit;
 pub mod network;
 pub mod split;
 pub mod tls;

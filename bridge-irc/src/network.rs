@@ -30,6 +30,7 @@ use crate::formatting::{irc_to_html, strip_formatting};
 use crate::ids::{ghost_id, is_valid_channel, nick_for, parse_server_time, portal_id};
 use crate::isupport::ServerInfo;
 use crate::line::Line;
+use crate::netsplit::{HeldQuit, Splits};
 
 /// How long joining a channel for a new portal may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,6 +89,8 @@ pub struct Network {
     puppets: Mutex<HashMap<OwnedUserId, PuppetSlot>>,
     /// Puppet nicks (folded) and whose they are.
     puppet_nicks: Mutex<HashMap<String, OwnedUserId>>,
+    /// Quits held while a netsplit heals (the bot's view).
+    splits: Mutex<Splits>,
     /// When the next connection may start.
     next_connect: tokio::sync::Mutex<Instant>,
     stop: CancellationToken,
@@ -126,7 +129,9 @@ impl Network {
         } else {
             None
         };
+        let grace = Duration::from_secs(config.split_grace_seconds);
         Ok(Network {
+            splits: Mutex::new(Splits::new(grace)),
             config,
             tls,
             bridge: OnceLock::new(),
@@ -278,12 +283,22 @@ impl Network {
     /// Handles the bot's lines in order until its connection ends.
     async fn pump(&self, mut events: mpsc::UnboundedReceiver<Line>) {
         loop {
+            let due = lock(&self.splits).next_due();
             let line = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return,
                 line = events.recv() => line,
+                () = sleep_until_some(due) => {
+                    let quits = lock(&self.splits).due(Instant::now());
+                    self.show_quits(quits).await;
+                    continue;
+                }
             };
-            let Some(line) = line else { return };
+            let Some(line) = line else {
+                let quits = lock(&self.splits).drain();
+                self.show_quits(quits).await;
+                return;
+            };
             tracing::trace!(network = %self.name(), command = %line.command, params = ?line.params, "bot read");
             self.on_bot_line(&line).await;
         }
@@ -329,6 +344,28 @@ impl Network {
                 };
                 self.queue(target, event).await;
             }
+            "BATCH" => lock(&self.splits).batch(line.param(0), line.param(1)),
+            "TAGMSG" => {
+                let target = line.param(0);
+                let typing = match line.tag("+typing") {
+                    Some("active") => true,
+                    Some("paused" | "done") => false,
+                    _ => return,
+                };
+                if !self.server().is_channel(target) || self.is_ours(&nick) || nick.is_empty() {
+                    return;
+                }
+                // Typing is shown at once and never waits in the queue: it must not hold
+                // up the messages behind it.
+                let bridge = self.bridge().clone();
+                let portal = portal_id(self.name(), &self.fold(target));
+                let ghost = self.ghost(&nick);
+                tokio::spawn(async move {
+                    if let Err(error) = bridge.set_typing(&portal, &ghost, typing).await {
+                        tracing::debug!(%error, "typing not shown");
+                    }
+                });
+            }
             "JOIN" => {
                 let channel = self.fold(line.param(0));
                 let ours = self.is_ours(&nick);
@@ -337,7 +374,9 @@ impl Network {
                     .or_default()
                     .members
                     .insert(self.fold(&nick), nick.clone());
-                if !ours {
+                let folded = self.fold(&nick);
+                let back_from_split = lock(&self.splits).rejoined(&folded, &channel);
+                if !ours && !back_from_split {
                     self.queue_member(&channel, &nick, timestamp, RemoteEventKind::Join)
                         .await;
                 }
@@ -432,9 +471,19 @@ impl Network {
                 if self.is_ours(&nick) {
                     return;
                 }
-                let reason = Some(strip_formatting(line.param(0)));
-                for channel in self.channels_of(&nick) {
-                    self.remove_member(&channel, &nick);
+                let reason = strip_formatting(line.param(0));
+                let channels = self.channels_of(&nick);
+                for channel in &channels {
+                    self.remove_member(channel, &nick);
+                }
+                let split = lock(&self.splits).is_split(&reason, line.tag("batch"));
+                if split {
+                    let folded = self.fold(&nick);
+                    lock(&self.splits).hold(folded, &nick, channels, &reason, timestamp);
+                    return;
+                }
+                let reason = Some(reason);
+                for channel in channels {
                     let kind = RemoteEventKind::Leave {
                         reason: reason.clone(),
                     };
@@ -462,6 +511,19 @@ impl Network {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Shows held quits as leaves.
+    async fn show_quits(&self, quits: Vec<HeldQuit>) {
+        for quit in quits {
+            for channel in &quit.channels {
+                let kind = RemoteEventKind::Leave {
+                    reason: Some(quit.reason.clone()),
+                };
+                self.queue_member(channel, &quit.nick, quit.timestamp, kind)
+                    .await;
+            }
         }
     }
 
@@ -785,6 +847,23 @@ impl Network {
         Ok(true)
     }
 
+    /// Shows `user` typing in `channel` (folded) with the IRCv3 `+typing` tag, if their
+    /// puppet is connected, in the channel, and the server carries client tags.
+    pub async fn typing(&self, user: &UserId, channel: &str, typing: bool) {
+        let slot = lock(&self.puppets).get(user).cloned();
+        let Some(slot) = slot else { return };
+        let puppet = slot.lock().await.clone();
+        let Some(puppet) = puppet else { return };
+        if !puppet.connection.has_cap("message-tags") || !lock(&puppet.channels).contains(channel) {
+            return;
+        }
+        let state = if typing { "active" } else { "done" };
+        let line = Line::new("TAGMSG", [channel]).with_tag("+typing", Some(state));
+        if let Err(error) = puppet.connection.queue(&line) {
+            tracing::debug!(%error, "typing not sent");
+        }
+    }
+
     /// The nick of `user`'s puppet, if connected.
     pub async fn puppet_nick(&self, user: &UserId) -> Option<String> {
         let slot = lock(&self.puppets).get(user).cloned()?;
@@ -899,6 +978,14 @@ fn message_of(command: &str, text: &str) -> Option<RemoteMessage> {
         reply_to: None,
         file: None,
     })
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A send failure as the framework takes it.

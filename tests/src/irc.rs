@@ -299,8 +299,18 @@ impl IrcClient {
     }
 
     /// Sends QUIT and closes the connection.
-    pub async fn quit(mut self) -> Result<()> {
-        self.send("QUIT :bye").await?;
+    pub async fn quit(self) -> Result<()> {
+        self.quit_with("bye").await
+    }
+
+    /// Sends QUIT with `reason` and closes the connection.
+    pub async fn quit_with(mut self, reason: &str) -> Result<()> {
+        self.send(&format!("QUIT :{reason}")).await?;
+        // The server answers with ERROR once it has taken the QUIT; closing earlier can
+        // make it see a lost connection first, and quit us with its own reason.
+        let _ = self
+            .wait_for(Duration::from_secs(5), |l| l.command == "ERROR")
+            .await;
         self.writer
             .shutdown()
             .await

@@ -164,7 +164,8 @@ impl MatrixClient {
         .await
     }
 
-    /// Waits until a timeline event in `room` satisfies `matches`, and returns it. Events
+    /// Waits until a timeline or ephemeral event in `room` satisfies `matches`, and
+    /// returns it. Events
     /// that arrive meanwhile stay queued for later waits, so a test can wait for several
     /// events in turn without missing one that came in the same sync.
     pub async fn wait_for_event(
@@ -280,7 +281,11 @@ impl MatrixClient {
                 let Ok(room) = OwnedRoomId::try_from(room.as_str()) else {
                     continue;
                 };
-                for event in data["timeline"]["events"].as_array().into_iter().flatten() {
+                // Timeline events, then ephemeral ones (`m.typing`, `m.receipt`: these
+                // have no `sender`, so waits for a sender's events never take them).
+                let timeline = data["timeline"]["events"].as_array().into_iter().flatten();
+                let ephemeral = data["ephemeral"]["events"].as_array().into_iter().flatten();
+                for event in timeline.chain(ephemeral) {
                     state.unseen.push_back((room.clone(), event.clone()));
                 }
             }

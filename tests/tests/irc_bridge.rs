@@ -8,7 +8,7 @@ use ruma::OwnedRoomId;
 use serde_json::{Value, json};
 use trestle_tests::bridge_process::BridgeProcess;
 use trestle_tests::irc::{IrcClient, Line};
-use trestle_tests::irc_bridge::irc_bridge;
+use trestle_tests::irc_bridge::irc_bridge_with;
 use trestle_tests::matrix::MatrixClient;
 use trestle_tests::{InspIrcd, Ngircd, Synapse};
 
@@ -44,9 +44,20 @@ async fn bed_on(
     carol_nick: &str,
     database_url: Option<String>,
 ) -> Bed {
+    bed_with(irc_port, channel, carol_nick, database_url, str::to_owned).await
+}
+
+/// The bed with the generated config passed through `edit`.
+async fn bed_with(
+    irc_port: u16,
+    channel: &str,
+    carol_nick: &str,
+    database_url: Option<String>,
+    edit: impl FnOnce(&str) -> String,
+) -> Bed {
     let mut carol = IrcClient::connect(irc_port, carol_nick).await.unwrap();
     carol.join(channel).await.unwrap();
-    let (mut bridge, registration) = irc_bridge(irc_port, database_url).unwrap();
+    let (mut bridge, registration) = irc_bridge_with(irc_port, database_url, edit).unwrap();
     let synapse = Synapse::start(&[registration]).await.unwrap();
     bridge.start(&synapse.url()).await.unwrap();
     let alice = synapse
@@ -534,4 +545,108 @@ async fn commands_set_the_nick_and_log_in_with_sasl() {
         .await
         .unwrap();
     bed.bot_answer(&dm, "is not a channel name").await;
+}
+
+/// Whether `event` is a membership change of `user` to `membership`.
+fn is_membership(event: &Value, user: &str, membership: &str) -> bool {
+    event["type"] == "m.room.member"
+        && event["state_key"] == user
+        && event["content"]["membership"] == membership
+}
+
+/// A netsplit (users quitting with a split-style reason) is held back: those who come
+/// back in time were never gone for Matrix, the others leave once the grace is over.
+/// Typing goes both ways through the IRCv3 `+typing` client tag.
+#[tokio::test]
+async fn netsplits_are_held_back_and_typing_goes_both_ways() {
+    let irc = InspIrcd::shared().await.unwrap();
+    let channel = unique_channel("split");
+    let mut bed = bed_with(irc.port(), &channel, "hana", None, |config| {
+        let anchor = "      connects_per_second: 50\n";
+        assert!(config.contains(anchor), "{config}");
+        config.replace(anchor, &format!("{anchor}      split_grace_seconds: 4\n"))
+    })
+    .await;
+    let (ivan_ghost, jude_ghost) = ("@irc_testnet_ivan:localhost", "@irc_testnet_jude:localhost");
+    let mut users = Vec::new();
+    for nick in ["ivan", "jude"] {
+        let mut user = IrcClient::connect(irc.port(), nick).await.unwrap();
+        user.join(&channel).await.unwrap();
+        users.push(user);
+    }
+    for ghost in [ivan_ghost, jude_ghost] {
+        bed.matrix_event(ghost, |e| is_membership(e, ghost, "join"))
+            .await;
+    }
+
+    // Both quit as in a split; ivan comes back within the grace, jude does not.
+    for user in users.drain(..) {
+        user.quit_with("irc.test hub.test").await.unwrap();
+    }
+    let mut ivan = IrcClient::connect(irc.port(), "ivan").await.unwrap();
+    ivan.join(&channel).await.unwrap();
+    let jude_left = bed
+        .matrix_event(jude_ghost, |e| is_membership(e, jude_ghost, "leave"))
+        .await;
+    assert_eq!(jude_left["content"]["reason"], "irc.test hub.test");
+    // ivan says something after jude is gone: ivan never left nor joined again.
+    ivan.privmsg(&channel, "back").await.unwrap();
+    bed.matrix_event(ivan_ghost, |e| e["content"]["body"] == "back")
+        .await;
+    let events = bed.alice.room_events(&bed.room).await.unwrap();
+    let ivan_memberships: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "m.room.member" && e["state_key"] == ivan_ghost)
+        .collect();
+    assert_eq!(
+        ivan_memberships.len(),
+        1,
+        "only ivan's first join: {ivan_memberships:?}"
+    );
+    // A plain quit is shown at once.
+    ivan.quit_with("Quit: bye").await.unwrap();
+    bed.matrix_event(ivan_ghost, |e| is_membership(e, ivan_ghost, "leave"))
+        .await;
+
+    // Typing, IRC to Matrix: hana negotiates message-tags and types.
+    let hana_ghost = "@irc_testnet_hana:localhost";
+    bed.carol.send("CAP REQ :message-tags").await.unwrap();
+    bed.carol
+        .wait_for(WAIT, |l| {
+            l.command == "CAP" && l.params.get(1).is_some_and(|s| s == "ACK")
+        })
+        .await
+        .unwrap();
+    bed.carol
+        .send(&format!("@+typing=active TAGMSG {channel}"))
+        .await
+        .unwrap();
+    bed.alice
+        .wait_for_event(&bed.room, WAIT, |e| {
+            e["type"] == "m.typing"
+                && e["content"]["user_ids"]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|id| id == hana_ghost))
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+
+    // Matrix to IRC: alice's puppet (connected once she joined) shows her typing.
+    bed.alice
+        .request(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                bed.room,
+                bed.alice.user_id()
+            ),
+            Some(&json!({"typing": true, "timeout": 10000})),
+        )
+        .await
+        .unwrap();
+    let typing = bed.irc_line("TAGMSG", "alice[m]").await;
+    assert_eq!(
+        typing.tags.get("+typing").map(String::as_str),
+        Some("active")
+    );
 }

@@ -268,8 +268,12 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
         .map(MilliSecondsSinceUnixEpoch);
     let txn = <&TransactionId>::from(row.txn_id.as_str());
     let sent: Option<OwnedEventId> = match &event.kind {
-        RemoteEventKind::Leave { .. } => {
-            match as_ghost.leave(&portal.room_id).await {
+        RemoteEventKind::Leave { reason } => {
+            let left = match reason {
+                Some(reason) => as_ghost.leave_with_reason(&portal.room_id, reason).await,
+                None => as_ghost.leave(&portal.room_id).await,
+            };
+            match left {
                 Ok(()) => {}
                 Err(crate::matrix::MatrixError::Api { source, .. }) if source.is("M_FORBIDDEN") => {
                 }

@@ -63,6 +63,12 @@ impl UserHandle {
         self.room_post(room, "leave", &empty_object()).await
     }
 
+    /// Leaves `room`, saying why (the reason shows in the membership event).
+    pub async fn leave_with_reason(&self, room: &RoomId, reason: &str) -> Result<(), MatrixError> {
+        self.room_post(room, "leave", &json!({ "reason": reason }))
+            .await
+    }
+
     /// Kicks `user` from `room`, with an optional reason.
     pub async fn kick(
         &self,
