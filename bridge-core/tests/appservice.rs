@@ -1197,7 +1197,7 @@ async fn metrics_count_requests_and_transactions() {
     for line in [
         r#"trestle_http_requests_total{route="/_matrix/app/v1/transactions/{txnId}",status="200"} 2"#,
         r#"trestle_http_requests_total{route="unmatched",status="404"} 1"#,
-        r#"trestle_http_requests_total{route="/_matrix/app/v1/users/{userId}",status="401"} 1"#,
+        r#"trestle_http_requests_total{route="/_matrix/app/v1/users/{*userId}",status="401"} 1"#,
         r#"trestle_transactions_total{outcome="stored"} 1"#,
         r#"trestle_transactions_total{outcome="duplicate"} 1"#,
     ] {

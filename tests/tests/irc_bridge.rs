@@ -650,3 +650,74 @@ async fn netsplits_are_held_back_and_typing_goes_both_ways() {
         Some("active")
     );
 }
+
+/// Regression tests for the reference IRC bridge's advisories: another spelling of a
+/// channel cannot make a second room for it; names full of SQL reach the database only
+/// as values; a reply to an event of another room leaks nothing of it.
+#[tokio::test]
+async fn hostile_names_and_replies_stay_in_their_place() {
+    let irc = InspIrcd::shared().await.unwrap();
+    let channel = unique_channel("hostile");
+    let mut bed = bed(irc.port(), &channel, "kim").await;
+
+    // The same channel in capitals leads to the same room.
+    let shouted = bed
+        .alice
+        .join(&format!(
+            "#irc_testnet_{}:localhost",
+            channel.to_uppercase()
+        ))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+    assert_eq!(shouted, bed.room, "one channel, one room");
+
+    // A channel named like an SQL injection is just a name.
+    let sql = format!("#x');DROP/**/TABLE/**/portals;--{}", std::process::id());
+    bed.carol.join(&sql).await.unwrap();
+    let sql_room = bed
+        .alice
+        .join(&format!("#irc_testnet_{sql}:localhost"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+    assert_ne!(sql_room, bed.room);
+    bed.carol
+        .privmsg(&sql, "secret in the other room")
+        .await
+        .unwrap();
+    let secret = bed
+        .alice
+        .wait_for_event(&sql_room, WAIT, |e| {
+            e["content"]["body"] == "secret in the other room"
+        })
+        .await
+        .unwrap();
+
+    // mallory is only in the first portal and replies to the other room's message.
+    let mallory = bed
+        .synapse
+        .register_user("mallory", "mallory-password", false)
+        .await
+        .unwrap();
+    mallory.join(bed.room.as_str()).await.unwrap();
+    mallory
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text",
+                "body": "what was that?",
+                "m.relates_to": { "m.in_reply_to": { "event_id": secret["event_id"] } },
+            }),
+        )
+        .await
+        .unwrap();
+    let said = bed.irc_line("PRIVMSG", "mallory[m]").await;
+    assert_eq!(said.text(), "what was that?", "nothing of the other room");
+
+    // Both portals still work: the portals table is whole.
+    bed.carol.privmsg(&channel, "still here").await.unwrap();
+    bed.matrix_event("@irc_testnet_kim:localhost", |e| {
+        e["content"]["body"] == "still here"
+    })
+    .await;
+}

@@ -126,12 +126,14 @@ pub fn router(
                 &format!("{prefix}/transactions/{{txnId}}"),
                 put(transactions::put_transaction),
             )
+            // Catch-alls: Synapse leaves `/` unescaped in these path parameters, and an
+            // alias (an IRC channel) or a user id may hold one.
             .route(
-                &format!("{prefix}/users/{{userId}}"),
+                &format!("{prefix}/users/{{*userId}}"),
                 get(queries::get_user),
             )
             .route(
-                &format!("{prefix}/rooms/{{roomAlias}}"),
+                &format!("{prefix}/rooms/{{*roomAlias}}"),
                 get(queries::get_room_alias),
             );
     }

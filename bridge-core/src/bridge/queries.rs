@@ -40,7 +40,16 @@ impl QueryHandler for BridgeQueries {
         };
         // The room must get exactly the alias asked about.
         info.alias_suffix = Some(suffix.to_owned());
-        shared.create_portal(&info).await.map_err(|e| failed(&e))?;
+        let portal = shared.create_portal(&info).await.map_err(|e| failed(&e))?;
+        // The portal may exist under another spelling of its alias (`#Rust` for `#rust`
+        // on a case-insensitive network): this alias then leads to that same room, never
+        // to a second room for the same remote chat.
+        shared
+            .matrix
+            .bot()
+            .create_alias(alias, &portal.room_id)
+            .await
+            .map_err(|e| failed(&e))?;
         Ok(true)
     }
 

@@ -2,7 +2,7 @@
 //! kicking and banning; resolving aliases; listing a room in the appservice's room
 //! directory; reading room state.
 
-use http::Method;
+use http::{Method, StatusCode};
 use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, RoomOrAliasId, UserId};
 use serde::Deserialize;
 use serde_json::json;
@@ -110,6 +110,32 @@ impl UserHandle {
         match self.send::<RoomAnswer>(request).await {
             Ok(answer) => Ok(Some(answer.room_id)),
             Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Points `alias` at `room`; an alias that exists already is left as it is.
+    pub async fn create_alias(
+        &self,
+        alias: &RoomAliasId,
+        room: &RoomId,
+    ) -> Result<(), MatrixError> {
+        let body = json!({ "room_id": room });
+        let request = ApiRequest::new(
+            Method::PUT,
+            vec![
+                "_matrix",
+                "client",
+                "v3",
+                "directory",
+                "room",
+                alias.as_str(),
+            ],
+        )
+        .json(&body);
+        match self.send::<serde_json::Value>(request).await {
+            Ok(_) => Ok(()),
+            Err(MatrixError::Api { source, .. }) if source.status == StatusCode::CONFLICT => Ok(()),
             Err(error) => Err(error),
         }
     }
