@@ -1,7 +1,7 @@
 //! The `irc` section of the config: the networks to bridge, how to reach each, and how
 //! the bridge behaves there (its bot's nick, puppets' nicks, flood control, limits).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use bridge_core::config::{NetworkConfig, Problem};
@@ -62,6 +62,10 @@ pub struct IrcNetwork {
     /// shown them leaving.
     #[serde(default = "default_split_grace_seconds")]
     pub split_grace_seconds: u64,
+    /// The Matrix power level of each channel prefix mode (`o: 50`); a member gets the
+    /// highest of their modes', else 0.
+    #[serde(default = "default_mode_power_levels")]
+    pub mode_power_levels: BTreeMap<String, i64>,
 }
 
 fn default_port() -> u16 {
@@ -100,6 +104,13 @@ fn default_split_grace_seconds() -> u64 {
     60
 }
 
+fn default_mode_power_levels() -> BTreeMap<String, i64> {
+    [("q", 100), ("a", 75), ("o", 50), ("h", 25), ("v", 1)]
+        .into_iter()
+        .map(|(mode, level)| (mode.to_owned(), level))
+        .collect()
+}
+
 /// Whether `nick` is a valid IRC nick (RFC 2812 letters, digits and specials).
 pub fn is_valid_nick(nick: &str) -> bool {
     let mut chars = nick.chars();
@@ -125,7 +136,9 @@ irc:
   # - `connects_per_second` (default {connects}): new connections to the network;
   # - `max_lines` (default {lines}): longer Matrix messages are cut, with a note;
   # - `split_grace_seconds` (default {grace}): users who quit in a netsplit and come back
-  #   within this time are never shown leaving.
+  #   within this time are never shown leaving;
+  # - `mode_power_levels` (default q: 100, a: 75, o: 50, h: 25, v: 1): the Matrix power
+  #   level of each channel prefix mode.
   #   networks:
   #     - name: "libera"
   #       host: "irc.libera.chat"
@@ -195,6 +208,19 @@ irc:
             if !(network.connects_per_second > 0.0 && network.connects_per_second.is_finite()) {
                 problems.push(Problem::new(at("connects_per_second"), "must be above 0"));
             }
+            for (mode, level) in &network.mode_power_levels {
+                if mode.chars().count() != 1 {
+                    problems.push(Problem::new(
+                        at(&format!("mode_power_levels.{mode}")),
+                        "must be one mode letter",
+                    ));
+                } else if !(0..=100).contains(level) {
+                    problems.push(Problem::new(
+                        at(&format!("mode_power_levels.{mode}")),
+                        "must be a power level from 0 to 100",
+                    ));
+                }
+            }
             if network.max_lines == 0 {
                 problems.push(Problem::new(at("max_lines"), "must be at least 1"));
             }
@@ -232,6 +258,7 @@ mod tests {
             connects_per_second: default_connects_per_second(),
             max_lines: default_max_lines(),
             split_grace_seconds: default_split_grace_seconds(),
+            mode_power_levels: default_mode_power_levels(),
         }
     }
 

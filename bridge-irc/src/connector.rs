@@ -255,6 +255,13 @@ impl Connector for IrcConnector {
         Ok(vec![edit.event_id.to_string()])
     }
 
+    async fn portal_created(&self, portal: &Portal) -> Result<(), ConnectorError> {
+        // The member list came before the portal existed: mirror its ranks now.
+        let (network, channel) = self.route(portal)?;
+        network.sync_levels(channel).await;
+        Ok(())
+    }
+
     async fn handle_typing(
         &self,
         portal: &Portal,

@@ -115,22 +115,20 @@ impl ServerInfo {
     }
 
     /// A nick from a NAMES reply without its status prefixes (`@+nick` → `nick`), and the
-    /// highest prefix mode it had.
-    pub fn strip_prefixes<'a>(&self, entry: &'a str) -> (&'a str, Option<char>) {
-        let mut highest = None;
+    /// prefix modes they stand for (`ov`; all of them with multi-prefix).
+    pub fn strip_prefixes<'a>(&self, entry: &'a str) -> (&'a str, String) {
+        let mut modes = String::new();
         let mut rest = entry;
         while let Some(first) = rest.chars().next() {
-            let Some(rank) = self.prefixes.iter().position(|(_, s)| *s == first) else {
+            let Some((mode, _)) = self.prefixes.iter().find(|(_, s)| *s == first) else {
                 break;
             };
-            if highest.is_none_or(|h| rank < h) {
-                highest = Some(rank);
-            }
+            modes.push(*mode);
             rest = &rest[first.len_utf8()..];
         }
         // userhost-in-names: `nick!user@host`.
         let nick = rest.split('!').next().unwrap_or(rest);
-        (nick, highest.map(|rank| self.prefixes[rank].0))
+        (nick, modes)
     }
 
     /// The changes of a channel MODE line, mode by mode, each with its argument: the
@@ -231,9 +229,9 @@ mod tests {
     #[test]
     fn names_entries_lose_their_prefixes() {
         let server = info(&["PREFIX=(qaohv)~&@%+"]);
-        assert_eq!(server.strip_prefixes("@+alice"), ("alice", Some('o')));
-        assert_eq!(server.strip_prefixes("+@bob!u@h"), ("bob", Some('o')));
-        assert_eq!(server.strip_prefixes("carol"), ("carol", None));
+        assert_eq!(server.strip_prefixes("@+alice"), ("alice", "ov".to_owned()));
+        assert_eq!(server.strip_prefixes("+@bob!u@h"), ("bob", "vo".to_owned()));
+        assert_eq!(server.strip_prefixes("carol"), ("carol", String::new()));
         assert!(server.is_channel("#x") && !server.is_channel("x"));
     }
 }

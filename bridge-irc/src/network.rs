@@ -45,8 +45,17 @@ const SEND_ERRORS: &[&str] = &["401", "404", "406", "471", "473", "474", "475", 
 #[derive(Debug, Default)]
 struct Channel {
     topic: Option<String>,
-    /// Members (folded nick → nick as written).
-    members: HashMap<String, String>,
+    /// Members by folded nick.
+    members: HashMap<String, Member>,
+}
+
+/// A member of a channel the bot is in.
+#[derive(Debug, Default, Clone)]
+struct Member {
+    /// The nick as written.
+    nick: String,
+    /// The prefix modes they hold (`o`, `v`).
+    modes: String,
 }
 
 /// A Matrix user's own connection.
@@ -369,12 +378,18 @@ impl Network {
             "JOIN" => {
                 let channel = self.fold(line.param(0));
                 let ours = self.is_ours(&nick);
+                let folded = self.fold(&nick);
                 lock(&self.channels)
                     .entry(channel.clone())
                     .or_default()
                     .members
-                    .insert(self.fold(&nick), nick.clone());
-                let folded = self.fold(&nick);
+                    .insert(
+                        folded.clone(),
+                        Member {
+                            nick: nick.clone(),
+                            modes: String::new(),
+                        },
+                    );
                 let back_from_split = lock(&self.splits).rejoined(&folded, &channel);
                 if !ours && !back_from_split {
                     self.queue_member(&channel, &nick, timestamp, RemoteEventKind::Join)
@@ -387,14 +402,29 @@ impl Network {
                 let mut channels = lock(&self.channels);
                 let entry = channels.entry(channel).or_default();
                 for name in line.param(3).split(' ').filter(|n| !n.is_empty()) {
-                    let (member, _) = server.strip_prefixes(name);
+                    let (member, modes) = server.strip_prefixes(name);
+                    let member = Member {
+                        nick: member.to_owned(),
+                        modes,
+                    };
                     entry
                         .members
-                        .insert(server.casemapping.fold(member), member.to_owned());
+                        .insert(server.casemapping.fold(&member.nick), member);
                 }
+            }
+            "MODE" => {
+                let channel = self.fold(line.param(0));
+                if !self.server().is_channel(&channel) || line.params.len() < 2 {
+                    return;
+                }
+                self.on_channel_modes(&channel, line.param(1), &line.params[2..], timestamp)
+                    .await;
             }
             "366" => {
                 let channel = self.fold(line.param(1));
+                // The member list is complete: ranks are mirrored (a no-op where the room
+                // has them already).
+                self.sync_levels(&channel).await;
                 let waiters = lock(&self.joins).remove(&channel).unwrap_or_default();
                 for waiter in waiters {
                     let _ = waiter.send(Ok(()));
@@ -496,18 +526,32 @@ impl Network {
                     return;
                 }
                 for channel in self.channels_of(&nick) {
-                    self.remove_member(&channel, &nick);
+                    let modes = self
+                        .remove_member(&channel, &nick)
+                        .map(|m| m.modes)
+                        .unwrap_or_default();
+                    let level = self.level_of(&modes);
                     lock(&self.channels)
                         .entry(channel.clone())
                         .or_default()
                         .members
-                        .insert(self.fold(&new), new.clone());
+                        .insert(
+                            self.fold(&new),
+                            Member {
+                                nick: new.clone(),
+                                modes,
+                            },
+                        );
                     let leave = RemoteEventKind::Leave {
                         reason: Some(format!("changed nick to {new}")),
                     };
                     self.queue_member(&channel, &nick, timestamp, leave).await;
                     self.queue_member(&channel, &new, timestamp, RemoteEventKind::Join)
                         .await;
+                    if level != 0 {
+                        self.queue_level(&channel, &nick, 0, timestamp).await;
+                        self.queue_level(&channel, &new, level, timestamp).await;
+                    }
                 }
             }
             _ => {}
@@ -536,10 +580,101 @@ impl Network {
             .collect()
     }
 
-    fn remove_member(&self, channel: &str, nick: &str) {
+    fn remove_member(&self, channel: &str, nick: &str) -> Option<Member> {
         let folded = self.fold(nick);
-        if let Some(entry) = lock(&self.channels).get_mut(channel) {
-            entry.members.remove(&folded);
+        lock(&self.channels)
+            .get_mut(channel)
+            .and_then(|entry| entry.members.remove(&folded))
+    }
+
+    /// The power level of a member holding prefix `modes`: the highest the config maps
+    /// any of them to, else 0.
+    fn level_of(&self, modes: &str) -> i64 {
+        modes
+            .chars()
+            .filter_map(|mode| {
+                self.config
+                    .mode_power_levels
+                    .get(&mode.to_string())
+                    .copied()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Queues `nick`'s new power level in `channel`.
+    async fn queue_level(&self, channel: &str, nick: &str, level: i64, timestamp: Option<i64>) {
+        // The target stands as the sender too: a mode may come from a server or services,
+        // which have no ghost.
+        let event = RemoteEvent {
+            id: None,
+            sender: self.ghost(nick),
+            timestamp,
+            kind: RemoteEventKind::PowerLevel {
+                target: self.ghost(nick),
+                level,
+            },
+        };
+        self.queue(channel, event).await;
+    }
+
+    /// A channel MODE line: prefix modes given or taken change members' power levels.
+    /// The arguments are matched to modes as the server's CHANMODES and PREFIX say, so
+    /// `+lo 10 alice` ops alice, not `10`.
+    async fn on_channel_modes(
+        &self,
+        channel: &str,
+        modes: &str,
+        args: &[String],
+        timestamp: Option<i64>,
+    ) {
+        let server = self.server();
+        let mut changed: Vec<(String, i64)> = Vec::new();
+        for change in server.mode_changes(modes, args) {
+            let (true, Some(target)) = (server.prefix_rank(change.mode).is_some(), change.arg)
+            else {
+                continue;
+            };
+            let folded = server.casemapping.fold(&target);
+            let update = {
+                let mut channels = lock(&self.channels);
+                let Some(member) = channels
+                    .get_mut(channel)
+                    .and_then(|entry| entry.members.get_mut(&folded))
+                else {
+                    continue;
+                };
+                if change.adding {
+                    if !member.modes.contains(change.mode) {
+                        member.modes.push(change.mode);
+                    }
+                } else {
+                    member.modes.retain(|m| m != change.mode);
+                }
+                (member.nick.clone(), member.modes.clone())
+            };
+            let level = self.level_of(&update.1);
+            changed.retain(|(nick, _)| self.fold(nick) != folded);
+            changed.push((update.0, level));
+        }
+        for (nick, level) in changed {
+            if !self.is_ours(&nick) {
+                self.queue_level(channel, &nick, level, timestamp).await;
+            }
+        }
+    }
+
+    /// Queues the power level of every member of `channel` who has one.
+    pub async fn sync_levels(&self, channel: &str) {
+        let members: Vec<Member> = lock(&self.channels)
+            .get(channel)
+            .map(|entry| entry.members.values().cloned().collect())
+            .unwrap_or_default();
+        for member in members {
+            let level = self.level_of(&member.modes);
+            if level != 0 && !self.is_ours(&member.nick) {
+                self.queue_level(channel, &member.nick, level, None).await;
+            }
         }
     }
 
@@ -633,8 +768,8 @@ impl Network {
                 state
                     .members
                     .values()
-                    .filter(|nick| !self.is_ours(nick))
-                    .map(|nick| self.ghost(nick))
+                    .filter(|member| !self.is_ours(&member.nick))
+                    .map(|member| self.ghost(&member.nick))
                     .collect()
             })
             .unwrap_or_default();
@@ -949,7 +1084,7 @@ impl Network {
             let channels = lock(&self.channels);
             let written = channels
                 .values()
-                .find_map(|channel| channel.members.get(nick).cloned());
+                .find_map(|channel| channel.members.get(nick).map(|m| m.nick.clone()));
             return Some(written.unwrap_or_else(|| nick.to_owned()));
         }
         let user = UserId::parse(sender).ok()?;

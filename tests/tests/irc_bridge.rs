@@ -721,3 +721,52 @@ async fn hostile_names_and_replies_stay_in_their_place() {
     })
     .await;
 }
+
+/// Channel ranks become power levels: the channel's creator (an op) when the portal is
+/// made, then ops given and taken with MODE, arguments matched to modes as the server's
+/// ISUPPORT says (`-l+o mike` ops mike: `-l` takes no argument).
+#[tokio::test]
+async fn channel_ranks_become_power_levels() {
+    let irc = InspIrcd::shared().await.unwrap();
+    let channel = unique_channel("ranks");
+    let mut bed = bed(irc.port(), &channel, "lena").await;
+    let level_is = |user: &'static str, level: Option<i64>| {
+        move |e: &Value| {
+            e["type"] == "m.room.power_levels" && e["content"]["users"][user].as_i64() == level
+        }
+    };
+    let lena = "@irc_testnet_lena:localhost";
+    let mike = "@irc_testnet_mike:localhost";
+    let wait = async |bed: &Bed, matches: &dyn Fn(&Value) -> bool| {
+        bed.alice
+            .wait_for_event(&bed.room, WAIT, matches)
+            .await
+            .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()))
+    };
+    wait(&bed, &level_is(lena, Some(50))).await;
+
+    let mut mike_client = IrcClient::connect(irc.port(), "mike").await.unwrap();
+    mike_client.join(&channel).await.unwrap();
+    bed.matrix_event(mike, |e| is_membership(e, mike, "join"))
+        .await;
+    bed.carol
+        .send(&format!("MODE {channel} +l 10"))
+        .await
+        .unwrap();
+    bed.carol
+        .send(&format!("MODE {channel} -l+o mike"))
+        .await
+        .unwrap();
+    let opped = wait(&bed, &level_is(mike, Some(50))).await;
+    assert_eq!(opped["content"]["users"][lena], 50, "{opped}");
+    bed.carol
+        .send(&format!("MODE {channel} -o+v mike mike"))
+        .await
+        .unwrap();
+    wait(&bed, &level_is(mike, Some(1))).await;
+    bed.carol
+        .send(&format!("MODE {channel} -v mike"))
+        .await
+        .unwrap();
+    wait(&bed, &level_is(mike, None)).await;
+}

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use super::error::{BridgeError, matrix_is_transient};
 use super::handle::Shared;
 use super::ids::transaction_id;
-use crate::connector::{Portal, RemoteEvent, RemoteEventKind, RemoteMessage};
+use crate::connector::{GhostInfo, Portal, RemoteEvent, RemoteEventKind, RemoteMessage};
 use crate::store::{MappedEvent, OutboxRow};
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -343,6 +343,9 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
                     let content = json!({ "name": name });
                     Some(set_state(shared, &as_ghost, &portal, "m.room.name", &content, ts).await?)
                 }
+                RemoteEventKind::PowerLevel { target, level } => {
+                    set_power_level(shared, &portal, target, *level, ts).await?
+                }
                 RemoteEventKind::Join | RemoteEventKind::Leave { .. } => None,
             }
         }
@@ -412,6 +415,50 @@ async fn set_state(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// Gives `target`'s ghost power level `level` in the portal's room, as the bot; `None`
+/// when it has that level already.
+async fn set_power_level(
+    shared: &Shared,
+    portal: &Portal,
+    target: &GhostInfo,
+    level: i64,
+    ts: Option<MilliSecondsSinceUnixEpoch>,
+) -> Result<Option<OwnedEventId>, Undelivered> {
+    let user = shared.ensure_ghost_registered(target).await?;
+    let bot = shared.matrix.bot();
+    let mut content = bot
+        .room_state(&portal.room_id, "m.room.power_levels", "")
+        .await?
+        .unwrap_or_else(|| json!({}));
+    let users_default = content["users_default"].as_i64().unwrap_or(0);
+    let current = content["users"][user.as_str()]
+        .as_i64()
+        .unwrap_or(users_default);
+    if current == level {
+        return Ok(None);
+    }
+    if !content["users"].is_object() {
+        content["users"] = json!({});
+    }
+    if let Some(users) = content["users"].as_object_mut() {
+        if level == users_default {
+            users.remove(user.as_str());
+        } else {
+            users.insert(user.to_string(), json!(level));
+        }
+    }
+    let event = bot
+        .send_state_event(
+            &portal.room_id,
+            &"m.room.power_levels".into(),
+            "",
+            &content,
+            ts,
+        )
+        .await?;
+    Ok(Some(event))
 }
 
 /// The Matrix event of a bridged remote message, or why there is none.

@@ -117,6 +117,15 @@ pub enum RemoteEventKind {
         /// The new name.
         name: String,
     },
+    /// `target`'s rank in the chat changed (an IRC channel mode, an XMPP affiliation):
+    /// their ghost gets power level `level` in the room. The bot sets it; setting a
+    /// level a ghost has already changes nothing.
+    PowerLevel {
+        /// Whose rank changed.
+        target: GhostInfo,
+        /// Their new power level (0: none).
+        level: i64,
+    },
 }
 
 impl RemoteEventKind {
@@ -131,6 +140,7 @@ impl RemoteEventKind {
             RemoteEventKind::Leave { .. } => "leave",
             RemoteEventKind::Topic { .. } => "topic",
             RemoteEventKind::Name { .. } => "name",
+            RemoteEventKind::PowerLevel { .. } => "power_level",
         }
     }
 }
