@@ -79,7 +79,52 @@ fn text_of(network: &Network, message: &MatrixMessage) -> String {
 
 /// `text` as the payloads of PRIVMSG or NOTICE lines to `channel`, at most `max_lines`
 /// (a longer message is cut, and the last line says so).
-fn payloads(network: &Network, kind: &MessageKind, channel: &str, text: &str) -> Vec<String> {
+/// `text` as the lines `kind` takes to `channel`, each said by a puppet, or by the bot for
+/// `relay` (a Matrix user without a puppet: `<name> text`, `* name does`).
+fn lines_for(
+    network: &Network,
+    kind: &MessageKind,
+    channel: &str,
+    text: &str,
+    relay: Option<&str>,
+) -> Vec<Line> {
+    let (prefix, kind) = match relay {
+        None => (String::new(), kind.clone()),
+        Some(name) if *kind == MessageKind::Emote => (format!("* {name} "), MessageKind::Text),
+        Some(name) => (format!("<{name}> "), kind.clone()),
+    };
+    payloads(network, &kind, channel, text, prefix.len())
+        .iter()
+        .map(|payload| line_for(&kind, channel, &format!("{prefix}{payload}")))
+        .collect()
+}
+
+/// How a relayed Matrix user is named on IRC: their display name on one line, without
+/// control characters, at most 32 characters.
+fn relay_name(message: &MatrixMessage) -> String {
+    let name = message
+        .sender_name
+        .as_deref()
+        .unwrap_or(message.sender.localpart());
+    let clean: String = crate::split::sanitize_line(name)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(32)
+        .collect();
+    if clean.trim().is_empty() {
+        message.sender.localpart().to_owned()
+    } else {
+        clean
+    }
+}
+
+fn payloads(
+    network: &Network,
+    kind: &MessageKind,
+    channel: &str,
+    text: &str,
+    reserved: usize,
+) -> Vec<String> {
     let command = if *kind == MessageKind::Notice {
         "NOTICE"
     } else {
@@ -94,6 +139,7 @@ fn payloads(network: &Network, kind: &MessageKind, channel: &str, text: &str) ->
     if *kind == MessageKind::Emote {
         limit = limit.saturating_sub(ACTION_OVERHEAD);
     }
+    let limit = limit.saturating_sub(reserved);
     let mut lines = split_message(text, limit);
     let max = network.config.max_lines;
     if lines.len() > max {
@@ -217,18 +263,23 @@ impl Connector for IrcConnector {
     ) -> Result<Vec<String>, ConnectorError> {
         let (network, channel) = self.route(portal)?;
         let text = text_of(network, message);
-        let lines: Vec<Line> = payloads(network, &message.kind, channel, &text)
-            .iter()
-            .map(|payload| line_for(&message.kind, channel, payload))
-            .collect();
-        self.say(
-            network,
-            &message.sender,
-            message.sender_name.as_deref(),
-            channel,
-            &lines,
-        )
-        .await?;
+        let relay = network
+            .is_relayed(&message.sender)
+            .then(|| relay_name(message));
+        let lines = lines_for(network, &message.kind, channel, &text, relay.as_deref());
+        match relay {
+            Some(_) => network.relay(&lines).await?,
+            None => {
+                self.say(
+                    network,
+                    &message.sender,
+                    message.sender_name.as_deref(),
+                    channel,
+                    &lines,
+                )
+                .await?;
+            }
+        }
         Ok(vec![message.event_id.to_string()])
     }
 
@@ -241,17 +292,29 @@ impl Connector for IrcConnector {
         // One line, never a repost of a long message: `* ` and the new text's first line.
         let text = text_of(network, &edit.new_content);
         let kind = &edit.new_content.kind;
-        let mut payloads = payloads(network, kind, channel, &format!("* {text}"));
-        if payloads.len() > 1 {
-            payloads.truncate(1);
-            payloads[0].push('…');
+        let relay = network
+            .is_relayed(&edit.sender)
+            .then(|| relay_name(&edit.new_content));
+        let mut lines = lines_for(
+            network,
+            kind,
+            channel,
+            &format!("* {text}"),
+            relay.as_deref(),
+        );
+        if lines.len() > 1 {
+            lines.truncate(1);
+            if let Some(text) = lines[0].params.last_mut() {
+                text.push('…');
+            }
         }
-        let lines: Vec<Line> = payloads
-            .iter()
-            .map(|payload| line_for(kind, channel, payload))
-            .collect();
-        self.say(network, &edit.sender, None, channel, &lines)
-            .await?;
+        match relay {
+            Some(_) => network.relay(&lines).await?,
+            None => {
+                self.say(network, &edit.sender, None, channel, &lines)
+                    .await?
+            }
+        }
         Ok(vec![edit.event_id.to_string()])
     }
 
@@ -279,7 +342,8 @@ impl Connector for IrcConnector {
         membership: &MatrixMembership,
     ) -> Result<(), ConnectorError> {
         let (network, channel) = self.route(portal)?;
-        if membership.target_ghost.is_some() {
+        // Ghosts invited or kicked by Matrix users, and relayed users (no puppet).
+        if membership.target_ghost.is_some() || network.is_relayed(&membership.target) {
             return Ok(());
         }
         match membership.membership {

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bridge_core::bridge::{BridgeError, BridgeHandle};
+use bridge_core::bridge::{BridgeError, BridgeHandle, Permission};
 use bridge_core::connector::{
     ConnectorError, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind, RemoteMessage,
 };
@@ -1007,6 +1007,34 @@ impl Network {
             .connection
             .is_open()
             .then(|| puppet.connection.nick())
+    }
+
+    /// Whether `user` is relayed through the bot rather than given a puppet: their
+    /// permission is `relay`.
+    pub fn is_relayed(&self, user: &UserId) -> bool {
+        self.bridge().permission(user) < Permission::User
+    }
+
+    /// Sends `lines` through the bot's connection (relay mode). As for puppets, a failure
+    /// before the first line is worth a retry, and after it is reported.
+    pub async fn relay(&self, lines: &[Line]) -> Result<(), ConnectorError> {
+        let bot =
+            self.bot.borrow().clone().ok_or_else(|| {
+                ConnectorError::Retry(format!("not connected to {}", self.name()))
+            })?;
+        for (index, line) in lines.iter().enumerate() {
+            if let Err(error) = bot.send(line).await {
+                return Err(if index == 0 {
+                    send_error(error)
+                } else {
+                    ConnectorError::Refused(format!(
+                        "the IRC connection was lost after {index} of {} lines",
+                        lines.len()
+                    ))
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether the bot is connected.

@@ -770,3 +770,58 @@ async fn channel_ranks_become_power_levels() {
         .unwrap();
     wait(&bed, &level_is(mike, None)).await;
 }
+
+/// A Matrix user with the `relay` permission gets no puppet: the bot says their messages
+/// with their name in front.
+#[tokio::test]
+async fn relay_users_speak_through_the_bot() {
+    let irc = InspIrcd::shared().await.unwrap();
+    let channel = unique_channel("relay");
+    let mut bed = bed_with(irc.port(), &channel, "nina", None, |config| {
+        let entries = "    \"localhost\": \"user\"\n";
+        assert!(config.contains(entries), "{config}");
+        config.replace(
+            entries,
+            &format!("{entries}    \"@rita:localhost\": \"relay\"\n"),
+        )
+    })
+    .await;
+    let rita = bed
+        .synapse
+        .register_user("rita", "rita-password", false)
+        .await
+        .unwrap();
+    rita.join(bed.room.as_str()).await.unwrap();
+    rita.send_text(&bed.room, "hello via the bot")
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "trestle").await.text(),
+        "<rita> hello via the bot"
+    );
+    rita.send(
+        &bed.room,
+        "m.room.message",
+        &json!({"msgtype": "m.emote", "body": "waves\nQUIT :x"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "trestle").await.text(),
+        "* rita waves"
+    );
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "trestle").await.text(),
+        "* rita QUIT :x"
+    );
+    // alice (a user) still speaks as herself; rita never got a connection.
+    bed.alice.send_text(&bed.room, "and me").await.unwrap();
+    assert_eq!(bed.irc_line("PRIVMSG", "alice[m]").await.text(), "and me");
+    let rita_joined = bed
+        .carol
+        .wait_for(Duration::from_secs(1), |l| {
+            l.command == "JOIN" && l.source_nick().is_some_and(|n| n.starts_with("rita"))
+        })
+        .await;
+    assert!(rita_joined.is_err(), "rita got a puppet: {rita_joined:?}");
+}

@@ -99,6 +99,15 @@ impl BridgeHandle {
         &self.shared.store
     }
 
+    /// `user`'s permission on this bridge (`bridge.permissions`): a connector gives a
+    /// puppet only to [`Permission::User`] and up, and relays for [`Permission::Relay`].
+    ///
+    /// [`Permission::User`]: crate::bridge::Permission::User
+    /// [`Permission::Relay`]: crate::bridge::Permission::Relay
+    pub fn permission(&self, user: &UserId) -> crate::bridge::Permission {
+        self.shared.permissions.of(user)
+    }
+
     /// What seals logins' secrets ([`Store::save_login`], [`Store::load_login`]) with
     /// the configured `encryption.key`.
     pub fn secrets(&self) -> &crate::store::SecretBox {
