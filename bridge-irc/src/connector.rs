@@ -27,6 +27,24 @@ const PREFIX_ALLOWANCE: usize = 1 + 10 + 1 + 63 + 2;
 /// The wrapping of a CTCP ACTION: `\x01ACTION ` and `\x01`.
 const ACTION_OVERHEAD: usize = 9;
 
+/// Where a portal's messages go.
+#[derive(Debug)]
+enum Target<'a> {
+    /// A channel (folded), which a puppet joins before it speaks.
+    Channel(&'a str),
+    /// A nick: a direct chat.
+    Nick(String),
+}
+
+impl Target<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Target::Channel(channel) => channel,
+            Target::Nick(nick) => nick,
+        }
+    }
+}
+
 /// The IRC connector.
 #[derive(Debug)]
 pub struct IrcConnector {
@@ -44,6 +62,23 @@ impl IrcConnector {
             );
         }
         Ok(IrcConnector { networks })
+    }
+
+    /// Where a portal's messages go on IRC: its channel, or for a direct chat the nick.
+    fn target<'a>(
+        &self,
+        portal: &'a Portal,
+    ) -> Result<(&Arc<Network>, Target<'a>), ConnectorError> {
+        let (network, channel) = self.route(portal)?;
+        let target = match &portal.direct {
+            Some((_, ghost)) => Target::Nick(
+                split_id(ghost)
+                    .map(|(_, nick)| nick.to_owned())
+                    .ok_or_else(|| ConnectorError::Refused(format!("no nick in {ghost}")))?,
+            ),
+            None => Target::Channel(channel),
+        };
+        Ok((network, target))
     }
 
     /// The network and folded channel of a portal.
@@ -167,10 +202,13 @@ impl IrcConnector {
         network: &Arc<Network>,
         sender: &UserId,
         sender_name: Option<&str>,
-        channel: &str,
+        target: &Target<'_>,
         lines: &[Line],
     ) -> Result<(), ConnectorError> {
-        let puppet = network.puppet_in(sender, sender_name, channel).await?;
+        let puppet = match target {
+            Target::Channel(channel) => network.puppet_in(sender, sender_name, channel).await?,
+            Target::Nick(_) => network.puppet(sender, sender_name).await?,
+        };
         for (index, line) in lines.iter().enumerate() {
             if let Err(error) = puppet.connection.send(line).await {
                 return Err(if index == 0 {
@@ -242,6 +280,20 @@ impl Connector for IrcConnector {
         }
     }
 
+    async fn direct_portal(
+        &self,
+        user: &UserId,
+        ghost: &str,
+    ) -> Result<Option<PortalInfo>, ConnectorError> {
+        let Some((name, nick)) = split_id(ghost) else {
+            return Ok(None);
+        };
+        let Some(network) = self.networks.get(name) else {
+            return Ok(None);
+        };
+        Ok(is_valid_nick(nick).then(|| network.direct_chat(user, nick)))
+    }
+
     async fn resolve_ghost(&self, id: &str) -> Result<Option<GhostInfo>, ConnectorError> {
         let Some((name, nick)) = split_id(id) else {
             return Ok(None);
@@ -261,12 +313,18 @@ impl Connector for IrcConnector {
         portal: &Portal,
         message: &MatrixMessage,
     ) -> Result<Vec<String>, ConnectorError> {
-        let (network, channel) = self.route(portal)?;
+        let (network, target) = self.target(portal)?;
         let text = text_of(network, message);
         let relay = network
             .is_relayed(&message.sender)
             .then(|| relay_name(message));
-        let lines = lines_for(network, &message.kind, channel, &text, relay.as_deref());
+        let lines = lines_for(
+            network,
+            &message.kind,
+            target.name(),
+            &text,
+            relay.as_deref(),
+        );
         match relay {
             Some(_) => network.relay(&lines).await?,
             None => {
@@ -274,7 +332,7 @@ impl Connector for IrcConnector {
                     network,
                     &message.sender,
                     message.sender_name.as_deref(),
-                    channel,
+                    &target,
                     &lines,
                 )
                 .await?;
@@ -288,7 +346,7 @@ impl Connector for IrcConnector {
         portal: &Portal,
         edit: &MatrixEdit,
     ) -> Result<Vec<String>, ConnectorError> {
-        let (network, channel) = self.route(portal)?;
+        let (network, target) = self.target(portal)?;
         // One line, never a repost of a long message: `* ` and the new text's first line.
         let text = text_of(network, &edit.new_content);
         let kind = &edit.new_content.kind;
@@ -298,7 +356,7 @@ impl Connector for IrcConnector {
         let mut lines = lines_for(
             network,
             kind,
-            channel,
+            target.name(),
             &format!("* {text}"),
             relay.as_deref(),
         );
@@ -311,7 +369,7 @@ impl Connector for IrcConnector {
         match relay {
             Some(_) => network.relay(&lines).await?,
             None => {
-                self.say(network, &edit.sender, None, channel, &lines)
+                self.say(network, &edit.sender, None, &target, &lines)
                     .await?
             }
         }
@@ -321,6 +379,9 @@ impl Connector for IrcConnector {
     async fn portal_created(&self, portal: &Portal) -> Result<(), ConnectorError> {
         // The member list came before the portal existed: mirror its ranks now.
         let (network, channel) = self.route(portal)?;
+        if portal.direct.is_some() {
+            return Ok(());
+        }
         network.sync_levels(channel).await;
         Ok(())
     }
@@ -342,8 +403,12 @@ impl Connector for IrcConnector {
         membership: &MatrixMembership,
     ) -> Result<(), ConnectorError> {
         let (network, channel) = self.route(portal)?;
-        // Ghosts invited or kicked by Matrix users, and relayed users (no puppet).
-        if membership.target_ghost.is_some() || network.is_relayed(&membership.target) {
+        // Ghosts invited or kicked by Matrix users, relayed users (no puppet), and direct
+        // chats (no channel).
+        if membership.target_ghost.is_some()
+            || network.is_relayed(&membership.target)
+            || portal.direct.is_some()
+        {
             return Ok(());
         }
         match membership.membership {

@@ -17,6 +17,11 @@ pub fn portal_id(network: &str, channel: &str) -> String {
     format!("{network}/{channel}")
 }
 
+/// The remote id of the direct chat between a nick (folded) and a Matrix user.
+pub fn direct_id(network: &str, nick: &str, user: &ruma::UserId) -> String {
+    format!("{network}/{nick}/{user}")
+}
+
 /// The remote id of a nick's ghost (`nick` already folded).
 pub fn ghost_id(network: &str, nick: &str) -> String {
     format!("{network}/{nick}")

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use bridge_core::bridge::{BridgeError, BridgeHandle, Permission};
 use bridge_core::connector::{
-    ConnectorError, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind, RemoteMessage,
+    ConnectorError, DirectChat, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind,
+    RemoteMessage,
 };
 use bridge_core::store::Login;
 use ruma::{OwnedUserId, UserId};
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::IrcNetwork;
 use crate::connection::{ConnectError, ConnectOptions, Connection, FloodLimits, Sasl, SendError};
 use crate::formatting::{irc_to_html, strip_formatting};
-use crate::ids::{ghost_id, is_valid_channel, nick_for, parse_server_time, portal_id};
+use crate::ids::{direct_id, ghost_id, is_valid_channel, nick_for, parse_server_time, portal_id};
 use crate::isupport::ServerInfo;
 use crate::line::Line;
 use crate::netsplit::{HeldQuit, Splits};
@@ -280,8 +281,10 @@ impl Network {
             }
         };
         let prefix = format!("{}/", self.name());
+        let server = connection.server();
         for portal in portals {
             if let Some(channel) = portal.remote_id.strip_prefix(&prefix)
+                && server.is_channel(channel)
                 && let Err(error) = connection.queue(&Line::new("JOIN", [channel]))
             {
                 tracing::warn!(%channel, %error, "cannot rejoin a channel");
@@ -698,10 +701,15 @@ impl Network {
     /// the bot is handled, which keeps the order. A channel without a portal is skipped.
     async fn queue(&self, channel: &str, event: RemoteEvent) {
         let portal = portal_id(self.name(), &self.fold(channel));
+        self.queue_on(&portal, event).await;
+    }
+
+    /// Queues `event` on the portal `portal` (a remote id).
+    async fn queue_on(&self, portal: &str, event: RemoteEvent) {
         tracing::debug!(%portal, kind = event.kind.name(), id = ?event.id, "queuing an IRC event");
         let mut wait = Duration::from_millis(100);
         loop {
-            match self.bridge().queue(&portal, &event).await {
+            match self.bridge().queue(portal, &event).await {
                 Ok(_) | Err(BridgeError::UnknownPortal(_)) => return,
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, "cannot queue an IRC event; retrying");
@@ -1078,6 +1086,9 @@ impl Network {
                     nicks.insert(self.fold(&new), user.clone());
                     nick = new;
                 }
+                "PRIVMSG" | "NOTICE" if self.fold(line.param(0)) == self.fold(&nick) => {
+                    self.on_private_message(&user, &line).await;
+                }
                 code if SEND_ERRORS.contains(&code) || JOIN_ERRORS.contains(&code) => {
                     let target = line.param(1).to_owned();
                     let reason = line.params.last().cloned().unwrap_or_default();
@@ -1088,6 +1099,48 @@ impl Network {
         }
         lock(&self.puppet_nicks).remove(&self.fold(&nick));
         tracing::info!(network = %self.name(), %user, "puppet disconnected");
+    }
+
+    /// The direct chat between `nick` and `user`, as a portal.
+    pub fn direct_chat(&self, user: &UserId, nick: &str) -> PortalInfo {
+        let ghost = self.ghost(nick);
+        PortalInfo {
+            remote_id: direct_id(self.name(), &self.fold(nick), user),
+            members: vec![ghost.clone()],
+            direct: Some(DirectChat {
+                user: user.to_owned(),
+                ghost,
+            }),
+            ..PortalInfo::default()
+        }
+    }
+
+    /// A private message to `user`'s puppet: it goes to their direct chat with the
+    /// sender, which is made on the first one.
+    async fn on_private_message(&self, user: &UserId, line: &Line) {
+        let Some(sender) = line.source_nick().map(str::to_owned) else {
+            return;
+        };
+        // Servers and services (no `user@host`), and the bridge's own users, are not chats.
+        let from_server = line.source.as_deref().is_none_or(|s| !s.contains('!'));
+        if from_server || self.is_ours(&sender) {
+            return;
+        }
+        let Some(message) = message_of(&line.command, line.param(1)) else {
+            return;
+        };
+        let info = self.direct_chat(user, &sender);
+        if let Err(error) = self.bridge().create_portal(&info).await {
+            tracing::warn!(%user, %sender, %error, "cannot open a direct chat; the message is lost");
+            return;
+        }
+        let event = RemoteEvent {
+            id: line.tag("msgid").map(str::to_owned),
+            sender: self.ghost(&sender),
+            timestamp: line.tag("time").and_then(parse_server_time),
+            kind: RemoteEventKind::Message(message),
+        };
+        self.queue_on(&info.remote_id, event).await;
     }
 
     /// Tells `user`, in the portal of `target`, that the server refused something.

@@ -825,3 +825,77 @@ async fn relay_users_speak_through_the_bot() {
         .await;
     assert!(rita_joined.is_err(), "rita got a puppet: {rita_joined:?}");
 }
+
+/// Private messages: an IRC user writing to a puppet opens a direct chat on Matrix, made
+/// by their ghost; a Matrix user inviting a ghost to a direct chat reaches that IRC user.
+#[tokio::test]
+async fn private_messages_are_direct_chats_both_ways() {
+    let irc = InspIrcd::shared().await.unwrap();
+    let channel = unique_channel("private");
+    let mut bed = bed(irc.port(), &channel, "oscar").await;
+    let oscar_ghost = "@irc_testnet_oscar:localhost";
+    // alice's puppet is connected once she is in the portal: make sure it is there.
+    bed.alice.send_text(&bed.room, "here").await.unwrap();
+    bed.irc_line("PRIVMSG", "alice[m]").await;
+
+    // IRC to Matrix: oscar's ghost invites alice to a direct chat with the message.
+    bed.carol
+        .privmsg("alice[m]", "psst, private")
+        .await
+        .unwrap();
+    let dm = bed
+        .alice
+        .wait_for_invite(WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+    bed.alice.join(dm.as_str()).await.unwrap();
+    bed.alice
+        .wait_for_event(&dm, WAIT, |e| {
+            e["sender"] == oscar_ghost && e["content"]["body"] == "psst, private"
+        })
+        .await
+        .unwrap();
+    bed.alice.send_text(&dm, "hi oscar").await.unwrap();
+    let reply = bed
+        .carol
+        .wait_for(WAIT, |l| {
+            l.command == "PRIVMSG" && l.params.first().is_some_and(|t| t == "oscar")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.source_nick(), reply.text()),
+        (Some("alice[m]"), "hi oscar")
+    );
+
+    // Matrix to IRC: alice invites pat's ghost to a direct chat.
+    let mut pat = IrcClient::connect(irc.port(), "pat").await.unwrap();
+    let pat_ghost = "@irc_testnet_pat:localhost";
+    let chat = bed
+        .alice
+        .create_room(json!({
+            "is_direct": true, "invite": [pat_ghost], "preset": "trusted_private_chat",
+        }))
+        .await
+        .unwrap();
+    bed.alice
+        .wait_for_event(&chat, WAIT, |e| is_membership(e, pat_ghost, "join"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+    bed.alice.send_text(&chat, "hello pat").await.unwrap();
+    let said = pat
+        .wait_for(WAIT, |l| l.command == "PRIVMSG")
+        .await
+        .unwrap();
+    assert_eq!(
+        (said.source_nick(), said.text(), said.params[0].as_str()),
+        (Some("alice[m]"), "hello pat", "pat")
+    );
+    pat.privmsg("alice[m]", "hello alice").await.unwrap();
+    bed.alice
+        .wait_for_event(&chat, WAIT, |e| {
+            e["sender"] == pat_ghost && e["content"]["body"] == "hello alice"
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+}

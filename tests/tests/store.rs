@@ -253,6 +253,8 @@ async fn portals_ghosts_the_map_and_the_outbox_on_both_backends() {
             avatar_source: Some("https://example.org/a.png".to_owned()),
             public: true,
             metadata: "{}".to_owned(),
+            direct_user: None,
+            direct_ghost: None,
         };
         store.insert_portal("lc", &portal).await.unwrap();
         // A second insert keeps the first row.
@@ -270,8 +272,11 @@ async fn portals_ghosts_the_map_and_the_outbox_on_both_backends() {
             Some(&portal),
             "{backend}"
         );
+        // Every column is saved, the direct chat's too.
         let with_room = PortalRow {
             room_id: Some("!r:x".to_owned()),
+            direct_user: Some("@alice:x".to_owned()),
+            direct_ghost: Some("bob".to_owned()),
             ..portal.clone()
         };
         store.update_portal("lc", &with_room).await.unwrap();

@@ -112,7 +112,29 @@ impl MatrixEvents {
                 .await;
         }
         let permission = shared.permissions.of(&event.sender);
-        let Some(portal) = shared.portal_by_room(&event.room_id).await? else {
+        let portal = shared.portal_by_room(&event.room_id).await?;
+        // A ghost invited to a room that is no portal: a direct chat, maybe.
+        if portal.is_none()
+            && event.event_type == "m.room.member"
+            && event.content["membership"] == "invite"
+            && let Some(ghost) = event
+                .state_key
+                .as_deref()
+                .and_then(|u| UserId::parse(u).ok())
+            && let Some(remote) = shared.ghost_id_of(&ghost)
+        {
+            let is_direct = event.content["is_direct"] == true;
+            return super::direct::ghost_invited(
+                shared,
+                &event.room_id,
+                &event.sender,
+                &ghost,
+                &remote,
+                is_direct,
+            )
+            .await;
+        }
+        let Some(portal) = portal else {
             // Commands without a prefix only from the user whose direct chat it is.
             if event.event_type == "m.room.message"
                 && shared

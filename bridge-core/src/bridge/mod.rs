@@ -7,6 +7,7 @@
 //! - [`outbox`]: remote events to Matrix, persisted and ordered per portal;
 //! - [`portals`] and [`ghosts`]: portal rooms and ghost users on the homeserver;
 //! - [`queries`]: dynamic portals and ghosts from the homeserver's alias and user queries;
+//! - [`direct`]: direct chats with remote users started from Matrix;
 //! - [`commands`]: the bot's commands and management rooms;
 //! - [`ids`]: remote ids in Matrix ids, and deterministic transaction ids;
 //! - [`media`]: fetching media a network refers to.
@@ -17,6 +18,7 @@
 //! connector; queued remote events wait for their portal's room.
 
 pub mod commands;
+mod direct;
 mod dispatch;
 mod error;
 mod ghosts;

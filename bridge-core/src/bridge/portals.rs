@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
-use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId};
 use serde_json::json;
 
 use super::error::BridgeError;
 use super::handle::Shared;
-use crate::connector::{Portal, PortalInfo};
+use crate::connector::{GhostInfo, Portal, PortalInfo};
 use crate::matrix::MatrixError;
 use crate::store::PortalRow;
 
@@ -68,7 +68,13 @@ impl Shared {
             avatar_source: info.avatar.clone(),
             public: info.public,
             metadata: info.metadata.to_string(),
+            direct_user: info.direct.as_ref().map(|d| d.user.to_string()),
+            direct_ghost: info.direct.as_ref().map(|d| d.ghost.id.clone()),
         };
+        if let Some(direct) = &info.direct {
+            // The ghost makes the room: register it with its profile first.
+            self.ensure_ghost(&direct.ghost).await?;
+        }
         self.store.insert_portal(self.network, &row).await?;
         let (portal, created) = self.ensure_room(&info.remote_id).await?;
         if created {
@@ -118,6 +124,9 @@ impl Shared {
 
     /// Creates the room of `row` (finding it by alias if an earlier attempt made it).
     async fn create_room(&self, row: &mut PortalRow) -> Result<OwnedRoomId, BridgeError> {
+        if let (Some(user), Some(ghost)) = (&row.direct_user, &row.direct_ghost) {
+            return self.create_direct_room(&row.remote_id, user, ghost).await;
+        }
         let bot = self.matrix.bot();
         let alias = row
             .alias
@@ -189,6 +198,39 @@ impl Shared {
         Ok(room)
     }
 
+    /// Creates a direct chat: the remote user's ghost makes a private room, marked as
+    /// bridged, and invites the Matrix user to it as a direct chat.
+    async fn create_direct_room(
+        &self,
+        remote_id: &str,
+        user: &str,
+        ghost: &str,
+    ) -> Result<OwnedRoomId, BridgeError> {
+        let ghost = self.ensure_ghost_registered(&GhostInfo::id(ghost)).await?;
+        let bridge_state = json!({
+            "bridgebot": self.matrix.bot_user_id(),
+            "protocol": { "id": self.network, "displayname": self.network_name },
+            "channel": { "id": remote_id },
+        });
+        let state_key = format!("trestle://{}/{}", self.network, remote_id);
+        let body = json!({
+            "visibility": "private",
+            "preset": "trusted_private_chat",
+            "is_direct": true,
+            "invite": [user],
+            "initial_state": [
+                { "type": "m.bridge", "state_key": state_key, "content": bridge_state },
+                { "type": "uk.half-shot.bridge", "state_key": state_key, "content": bridge_state },
+            ],
+        });
+        let room = self.matrix.as_user(&ghost).create_room(&body).await?;
+        self.joined
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((room.clone(), ghost));
+        Ok(room)
+    }
+
     /// Sends a notice from the bot.
     pub(crate) async fn bot_notice(&self, room: &RoomId, text: &str) -> Result<(), BridgeError> {
         let content = json!({ "msgtype": "m.notice", "body": text });
@@ -204,9 +246,14 @@ impl Shared {
 /// The portal of a row that has a room.
 fn portal_of(row: &PortalRow) -> Option<Portal> {
     let room_id = RoomId::parse(row.room_id.as_deref()?).ok()?;
+    let direct = match (&row.direct_user, &row.direct_ghost) {
+        (Some(user), Some(ghost)) => Some((UserId::parse(user).ok()?, ghost.clone())),
+        _ => None,
+    };
     Some(Portal {
         remote_id: row.remote_id.clone(),
         room_id,
         metadata: serde_json::from_str(&row.metadata).unwrap_or_default(),
+        direct,
     })
 }

@@ -15,6 +15,8 @@ pub struct Portal {
     pub room_id: OwnedRoomId,
     /// Connector-owned data kept with the portal (JSON).
     pub metadata: serde_json::Value,
+    /// For a direct chat: the Matrix user and the remote user's id.
+    pub direct: Option<(OwnedUserId, String)>,
 }
 
 /// The kind of a message, on either side.

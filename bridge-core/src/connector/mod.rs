@@ -23,7 +23,7 @@ pub use self::matrix::{
     Membership, MessageKind, Portal, RemoteRef,
 };
 pub use self::remote::{
-    GhostInfo, PortalInfo, RemoteEvent, RemoteEventKind, RemoteFile, RemoteMessage,
+    DirectChat, GhostInfo, PortalInfo, RemoteEvent, RemoteEventKind, RemoteFile, RemoteMessage,
 };
 use crate::bridge::{BridgeHandle, CommandContext, Permission};
 
@@ -120,6 +120,18 @@ pub trait Connector: Send + Sync + 'static {
     /// Matrix user joining such an alias creates the portal (a dynamic portal).
     async fn resolve_portal(&self, suffix: &str) -> Result<Option<PortalInfo>, ConnectorError> {
         let _ = suffix;
+        Ok(None)
+    }
+
+    /// A Matrix user invited the ghost of remote user `ghost` to a direct chat: the portal
+    /// of the direct chat between them (with [`PortalInfo::direct`] set), or `None` to
+    /// decline. The invited room becomes that portal's room.
+    async fn direct_portal(
+        &self,
+        user: &ruma::UserId,
+        ghost: &str,
+    ) -> Result<Option<PortalInfo>, ConnectorError> {
+        let _ = (user, ghost);
         Ok(None)
     }
 

@@ -30,6 +30,18 @@ pub struct PortalInfo {
     pub members: Vec<GhostInfo>,
     /// Connector-owned data to keep with the portal.
     pub metadata: serde_json::Value,
+    /// For a direct chat: who is in it. The remote user's ghost makes the room and invites
+    /// the Matrix user; `members`, `alias_suffix` and `public` are not used.
+    pub direct: Option<DirectChat>,
+}
+
+/// The two sides of a direct chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectChat {
+    /// The Matrix user.
+    pub user: ruma::OwnedUserId,
+    /// The remote user.
+    pub ghost: GhostInfo,
 }
 
 /// A remote user, as a connector describes them; `name` and `avatar` left `None` keep

@@ -27,10 +27,14 @@ pub struct PortalRow {
     pub public: bool,
     /// Connector-owned data, JSON.
     pub metadata: String,
+    /// For a direct chat: the Matrix user in it.
+    pub direct_user: Option<String>,
+    /// For a direct chat: the remote user in it (their remote id).
+    pub direct_ghost: Option<String>,
 }
 
-const COLUMNS: &str =
-    "remote_id, room_id, alias, name, topic, avatar_url, avatar_source, public, metadata";
+const COLUMNS: &str = "remote_id, room_id, alias, name, topic, avatar_url, avatar_source, \
+     public, metadata, direct_user, direct_ghost";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<PortalRow, StoreError> {
     Ok(PortalRow {
@@ -43,6 +47,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<PortalRow, StoreError> {
         avatar_source: row.try_get("avatar_source")?,
         public: row.try_get::<i64, _>("public")? != 0,
         metadata: row.try_get("metadata")?,
+        direct_user: row.try_get("direct_user")?,
+        direct_ghost: row.try_get("direct_ghost")?,
     })
 }
 
@@ -94,8 +100,8 @@ impl Store {
     pub async fn insert_portal(&self, network: &str, portal: &PortalRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO portals (network, remote_id, room_id, alias, name, topic, avatar_url, \
-             metadata, created_at, avatar_source, public) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             metadata, created_at, avatar_source, public, direct_user, direct_ghost) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (network, remote_id) DO NOTHING",
         )
         .bind(network)
@@ -109,6 +115,8 @@ impl Store {
         .bind(now_ms())
         .bind(portal.avatar_source.as_deref())
         .bind(i64::from(portal.public))
+        .bind(portal.direct_user.as_deref())
+        .bind(portal.direct_ghost.as_deref())
         .execute(self.pool())
         .await?;
         Ok(())
@@ -118,7 +126,8 @@ impl Store {
     pub async fn update_portal(&self, network: &str, portal: &PortalRow) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE portals SET room_id = $3, alias = $4, name = $5, topic = $6, \
-             avatar_url = $7, metadata = $8, avatar_source = $9, public = $10 \
+             avatar_url = $7, metadata = $8, avatar_source = $9, public = $10, \
+             direct_user = $11, direct_ghost = $12 \
              WHERE network = $1 AND remote_id = $2",
         )
         .bind(network)
@@ -131,6 +140,8 @@ impl Store {
         .bind(&portal.metadata)
         .bind(portal.avatar_source.as_deref())
         .bind(i64::from(portal.public))
+        .bind(portal.direct_user.as_deref())
+        .bind(portal.direct_ghost.as_deref())
         .execute(self.pool())
         .await?;
         Ok(())
