@@ -89,9 +89,17 @@ pub struct Foundation {
     listener: tokio::net::TcpListener,
     store: Store,
     instance_lock: crate::store::InstanceLock,
+    /// Routes served beside the appservice API (the bridge's media links).
+    routes: axum::Router,
 }
 
 impl Foundation {
+    /// The same foundation, also serving `routes` (without the homeserver's token).
+    pub fn with_routes(mut self, routes: axum::Router) -> Foundation {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
     /// Binds the endpoint's port, then connects to the database, migrates and locks it.
     pub async fn open(options: FoundationOptions) -> Result<Foundation, FoundationError> {
         let bind = options.bind;
@@ -101,6 +109,7 @@ impl Foundation {
         let store = Store::connect(&options.database_url, options.max_connections).await?;
         let instance_lock = store.lock_instance(&options.database_url).await?;
         Ok(Foundation {
+            routes: axum::Router::new(),
             options,
             listener,
             store,
@@ -127,6 +136,7 @@ impl Foundation {
             listener,
             store,
             instance_lock,
+            routes,
         } = self;
         let bind = options.bind;
         let ingest_shutdown = CancellationToken::new();
@@ -148,7 +158,8 @@ impl Foundation {
             queries,
             Arc::new(readiness),
             metrics,
-        );
+        )
+        .merge(routes);
         let stopping = CancellationToken::new();
         let stop_signal = stopping.clone();
         let serve = appservice::serve(listener, router, async move {

@@ -102,7 +102,11 @@ fn text_of(network: &Network, message: &MatrixMessage) -> String {
         None => message.body.clone(),
     };
     if let Some(media) = &message.media {
-        text = format!("{text} ({})", media.url);
+        let name = media.filename.as_deref().or(Some(message.body.as_str()));
+        let link = network
+            .media_link(&media.url, name)
+            .unwrap_or_else(|| media.url.to_string());
+        text = format!("{text} {link}");
     }
     if let Some(reply) = &message.reply_to
         && let Some(nick) = network.nick_of_sender(&reply.sender)
@@ -112,8 +116,6 @@ fn text_of(network: &Network, message: &MatrixMessage) -> String {
     text
 }
 
-/// `text` as the payloads of PRIVMSG or NOTICE lines to `channel`, at most `max_lines`
-/// (a longer message is cut, and the last line says so).
 /// `text` as the lines `kind` takes to `channel`, each said by a puppet, or by the bot for
 /// `relay` (a Matrix user without a puppet: `<name> text`, `* name does`).
 fn lines_for(
@@ -153,6 +155,8 @@ fn relay_name(message: &MatrixMessage) -> String {
     }
 }
 
+/// `text` as the payloads of PRIVMSG or NOTICE lines to `channel`, leaving `reserved`
+/// bytes of each for a prefix.
 fn payloads(
     network: &Network,
     kind: &MessageKind,
@@ -174,15 +178,7 @@ fn payloads(
     if *kind == MessageKind::Emote {
         limit = limit.saturating_sub(ACTION_OVERHEAD);
     }
-    let limit = limit.saturating_sub(reserved);
-    let mut lines = split_message(text, limit);
-    let max = network.config.max_lines;
-    if lines.len() > max {
-        let cut = lines.len() - (max - 1);
-        lines.truncate(max - 1);
-        lines.push(format!("(… {cut} more lines not shown)"));
-    }
-    lines
+    split_message(text, limit.saturating_sub(reserved))
 }
 
 fn line_for(kind: &MessageKind, channel: &str, payload: &str) -> Line {
@@ -318,13 +314,31 @@ impl Connector for IrcConnector {
         let relay = network
             .is_relayed(&message.sender)
             .then(|| relay_name(message));
-        let lines = lines_for(
+        let mut lines = lines_for(
             network,
             &message.kind,
             target.name(),
             &text,
             relay.as_deref(),
         );
+        let max = network.config.max_lines;
+        if lines.len() > max {
+            // A long message is not pasted into the channel: its start, then a link to
+            // the whole text, served by the bridge.
+            let cut = lines.len() - (max - 1);
+            let note = match network.text_link(&text).await {
+                Some(link) => format!("(… {cut} more lines: {link})"),
+                None => format!("(… {cut} more lines not shown)"),
+            };
+            lines.truncate(max - 1);
+            lines.extend(lines_for(
+                network,
+                &message.kind,
+                target.name(),
+                &note,
+                relay.as_deref(),
+            ));
+        }
         match relay {
             Some(_) => network.relay(&lines).await?,
             None => {

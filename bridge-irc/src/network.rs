@@ -1045,6 +1045,32 @@ impl Network {
         Ok(())
     }
 
+    /// The public link of a Matrix file, served by the bridge.
+    pub fn media_link(&self, mxc: &ruma::MxcUri, file_name: Option<&str>) -> Option<String> {
+        self.bridge().media_link(mxc, file_name)
+    }
+
+    /// A link to `text` as a file, uploaded to Matrix by the bot and served by the bridge.
+    pub async fn text_link(&self, text: &str) -> Option<String> {
+        let bridge = self.bridge();
+        let uploaded = bridge
+            .matrix()
+            .bot()
+            .upload_media(
+                text.as_bytes(),
+                "text/plain; charset=utf-8",
+                Some("message.txt"),
+            )
+            .await;
+        match uploaded {
+            Ok(mxc) => bridge.media_link(&mxc, Some("message.txt")),
+            Err(error) => {
+                tracing::warn!(%error, "cannot upload a long message; it is cut");
+                None
+            }
+        }
+    }
+
     /// Whether the bot is connected.
     pub fn is_connected(&self) -> bool {
         self.bot.borrow().is_some()

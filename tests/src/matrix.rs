@@ -96,6 +96,31 @@ impl MatrixClient {
         checked_json(response, &context).await
     }
 
+    /// Uploads `data` as a file named `filename` and returns its `mxc://` URI.
+    pub async fn upload(
+        &self,
+        data: Vec<u8>,
+        content_type: &str,
+        filename: &str,
+    ) -> Result<String> {
+        let context = format!("uploading {filename}");
+        let response = self
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", self.base))
+            .query(&[("filename", filename)])
+            .bearer_auth(&self.access_token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(data)
+            .send()
+            .await
+            .map_err(Error::http(&context))?;
+        let answer = checked_json(response, &context).await?;
+        answer["content_uri"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Protocol(format!("no content_uri in {answer}")))
+    }
+
     /// Creates a room from a `createRoom` body and returns its id.
     pub async fn create_room(&self, body: Value) -> Result<OwnedRoomId> {
         let answer = self

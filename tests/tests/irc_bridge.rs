@@ -206,6 +206,59 @@ async fn a_channel_portal_carries_messages_both_ways_on_inspircd() {
         assert_eq!(bed.irc_line("PRIVMSG", "alice[m]").await.text(), expected);
     }
 
+    // A file goes as a link the bridge serves, signed for that file only.
+    let mxc = bed
+        .alice
+        .upload(b"the notes".to_vec(), "text/plain", "notes.txt")
+        .await
+        .unwrap();
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({"msgtype": "m.file", "body": "notes.txt", "url": mxc}),
+        )
+        .await
+        .unwrap();
+    let said = bed.irc_line("PRIVMSG", "alice[m]").await;
+    let link = said
+        .text()
+        .strip_prefix("notes.txt ")
+        .unwrap_or_else(|| panic!("{said:?}"))
+        .to_owned();
+    assert!(
+        link.contains("/media/localhost/") && link.contains("/notes.txt?sig="),
+        "{link}"
+    );
+    let fetched = reqwest::get(&link).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(
+        fetched.headers()["content-security-policy"],
+        "sandbox; default-src 'none'"
+    );
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), b"the notes");
+    let forged = link.replace("sig=", "sig=0");
+    assert_eq!(reqwest::get(&forged).await.unwrap().status(), 404);
+
+    // A message longer than max_lines (5): its start, then a link to the whole text.
+    let long: Vec<String> = (1..=8).map(|i| format!("line {i}")).collect();
+    bed.alice
+        .send_text(&bed.room, &long.join("\n"))
+        .await
+        .unwrap();
+    for expected in &long[..4] {
+        assert_eq!(bed.irc_line("PRIVMSG", "alice[m]").await.text(), expected);
+    }
+    let note = bed.irc_line("PRIVMSG", "alice[m]").await;
+    let link = note
+        .text()
+        .strip_prefix("(… 4 more lines: ")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{note:?}"))
+        .to_owned();
+    let whole = reqwest::get(&link).await.unwrap().text().await.unwrap();
+    assert_eq!(whole, long.join("\n"));
+
     // IRC to Matrix: text with formatting, an action, a notice.
     bed.carol
         .privmsg(&channel, "\x02hello\x02 from irc")

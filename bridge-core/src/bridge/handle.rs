@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) upload_limit: std::sync::atomic::AtomicU64,
     /// Seals secrets at rest with the configured `encryption.key`.
     pub(crate) secrets: crate::store::SecretBox,
+    /// Signs the links of Matrix files given to the network.
+    pub(crate) media_links: super::media_link::MediaLinks,
 }
 
 impl std::fmt::Debug for Shared {
@@ -97,6 +99,13 @@ impl BridgeHandle {
     /// [`BridgeHandle::set_state`], logins through [`Store::save_login`].
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// A public link to the Matrix file `mxc`, served by the bridge (signed, so it serves
+    /// only files it gave out), ending in `file_name`; for networks that take files as
+    /// links. `None` for an `mxc` URI that is not valid.
+    pub fn media_link(&self, mxc: &ruma::MxcUri, file_name: Option<&str>) -> Option<String> {
+        self.shared.media_links.link(mxc, file_name)
     }
 
     /// `user`'s permission on this bridge (`bridge.permissions`): a connector gives a

@@ -10,7 +10,8 @@
 //! - [`direct`]: direct chats with remote users started from Matrix;
 //! - [`commands`]: the bot's commands and management rooms;
 //! - [`ids`]: remote ids in Matrix ids, and deterministic transaction ids;
-//! - [`media`]: fetching media a network refers to.
+//! - [`media`]: fetching media a network refers to;
+//! - [`media_link`]: Matrix files served to a network as signed links.
 //!
 //! [`run_bridge`] starts it all: the endpoint first (so the homeserver's ping reaches
 //! it), then it waits for the homeserver, checks the registration with the appservice
@@ -25,6 +26,7 @@ mod ghosts;
 pub mod handle;
 pub mod ids;
 pub mod media;
+mod media_link;
 mod outbox;
 mod portals;
 mod queries;
@@ -124,6 +126,14 @@ pub async fn run_bridge<N: NetworkConfig>(
         started: watch::Sender::new(None),
         upload_limit: AtomicU64::new(DEFAULT_UPLOAD_LIMIT),
         secrets: crate::store::SecretBox::from_key(&config.encryption.key),
+        media_links: media_link::MediaLinks::new(
+            config
+                .bridge_settings
+                .media_url
+                .clone()
+                .unwrap_or_else(|| config.appservice.url.clone()),
+            config.encryption.key.as_bytes(),
+        ),
     });
 
     let failed = CancellationToken::new();
@@ -157,7 +167,10 @@ pub async fn run_bridge<N: NetworkConfig>(
     let queries = Arc::new(queries::BridgeQueries {
         shared: Arc::clone(&shared),
     });
-    let served = foundation.run(handler, queries, metrics, stop).await;
+    let served = foundation
+        .with_routes(media_link::routes(Arc::clone(&shared)))
+        .run(handler, queries, metrics, stop)
+        .await;
     startup.abort();
     if let Ok(error) = startup_error.await {
         return Err(error);

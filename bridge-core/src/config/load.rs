@@ -77,6 +77,7 @@ struct RawAppservice {
 struct RawBridge {
     command_prefix: Option<String>,
     permissions: Option<std::collections::BTreeMap<String, String>>,
+    media_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -625,10 +626,22 @@ fn check_bridge(
             }
         }
     }
+    let media_url = match raw.media_url.as_deref().map(Url::parse) {
+        None => None,
+        Some(Ok(url)) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Some(url)
+        }
+        Some(_) => {
+            problems.push("bridge.media_url", "expected an http:// or https:// URL");
+            valid = false;
+            None
+        }
+    };
     match (command_prefix, valid) {
         (Some(command_prefix), true) => Some(BridgeSettings {
             command_prefix,
             permissions,
+            media_url,
         }),
         _ => None,
     }

@@ -183,6 +183,9 @@ pub struct BridgeSettings {
     pub command_prefix: String,
     /// Who may use the bridge, and how much.
     pub permissions: Permissions,
+    /// The public base URL of the media links the bridge serves (`None`: the
+    /// `appservice.url`).
+    pub media_url: Option<Url>,
 }
 
 /// `database`: where the bridge keeps its state.

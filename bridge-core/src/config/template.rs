@@ -87,6 +87,9 @@ bridge:
   permissions:
     "*": "none"
     "{domain}": "user"
+  # Public base URL of the links to Matrix files the bridge serves to {name} users, under
+  # /media/ on the appservice endpoint (put a proxy in front). Default: appservice.url.
+  # media_url: "https://bridge.example.org"
 
 # Where the bridge keeps its state.
 database:
