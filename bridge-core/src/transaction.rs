@@ -153,7 +153,14 @@ pub enum Accepted {
     AlreadySeen,
 }
 
-/// Why a transaction could not be accepted: the homeserver should retry later.
+/// Why a transaction could not be accepted now; either way the homeserver retries.
 #[derive(Debug, thiserror::Error)]
-#[error("the transaction could not be stored: {0}")]
-pub struct SinkError(pub String);
+pub enum SinkError {
+    /// It was not stored (the database failed, the bridge is stopping): a server error.
+    #[error("the transaction could not be stored: {0}")]
+    Failed(String),
+    /// An earlier transaction has not arrived: the homeserver should send that one first
+    /// (see `ingest::gap`). Nothing failed, so this is no server error.
+    #[error("transaction {0} was never received; send it first")]
+    OutOfOrder(u64),
+}

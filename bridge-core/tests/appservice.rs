@@ -58,7 +58,7 @@ impl TransactionSink for RecordingSink {
             .collect();
         *self.calls.lock().expect("lock") += 1;
         if self.fail.load(Ordering::SeqCst) {
-            return Err(SinkError("the disk is on fire".to_owned()));
+            return Err(SinkError::Failed("the disk is on fire".to_owned()));
         }
         if !self
             .seen

@@ -18,7 +18,7 @@ use crate::connection::Sasl;
 use crate::formatting::IrcMarkup;
 use crate::ids::{ghost_id, ghost_id_of_localpart, ghost_localpart, split_id};
 use crate::line::Line;
-use crate::network::{Network, send_error};
+use crate::network::{Network, send_lines};
 use crate::split::{payload_limit, split_message};
 
 /// Room the prefix `:nick!user@host ` may take on lines the server relays: a nick, a
@@ -205,19 +205,7 @@ impl IrcConnector {
             Target::Channel(channel) => network.puppet_in(sender, sender_name, channel).await?,
             Target::Nick(_) => network.puppet(sender, sender_name).await?,
         };
-        for (index, line) in lines.iter().enumerate() {
-            if let Err(error) = puppet.connection.send(line).await {
-                return Err(if index == 0 {
-                    send_error(error)
-                } else {
-                    ConnectorError::Refused(format!(
-                        "the IRC connection was lost after {index} of {} lines",
-                        lines.len()
-                    ))
-                });
-            }
-        }
-        Ok(())
+        send_lines(&puppet.connection, lines).await
     }
 }
 
@@ -534,15 +522,9 @@ impl Connector for IrcConnector {
                     .map_err(|e| ConnectorError::Retry(e.to_string()))?;
                 context
                     .bridge
-                    .matrix()
-                    .bot()
-                    .invite(&portal.room_id, user)
+                    .invite(&portal, user)
                     .await
-                    .or_else(|error| match error.api_error() {
-                        // Already in the room, or already invited.
-                        Some(api) if api.is("M_FORBIDDEN") => Ok(()),
-                        _ => Err(ConnectorError::Retry(error.to_string())),
-                    })?;
+                    .map_err(|e| ConnectorError::Retry(e.to_string()))?;
                 Ok(format!("Invited you to {channel} on {}.", network.name()))
             }
             ("part", [channel]) => {

@@ -1023,26 +1023,13 @@ impl Network {
         self.bridge().permission(user) < Permission::User
     }
 
-    /// Sends `lines` through the bot's connection (relay mode). As for puppets, a failure
-    /// before the first line is worth a retry, and after it is reported.
+    /// Sends `lines` through the bot's connection (relay mode).
     pub async fn relay(&self, lines: &[Line]) -> Result<(), ConnectorError> {
         let bot =
             self.bot.borrow().clone().ok_or_else(|| {
                 ConnectorError::Retry(format!("not connected to {}", self.name()))
             })?;
-        for (index, line) in lines.iter().enumerate() {
-            if let Err(error) = bot.send(line).await {
-                return Err(if index == 0 {
-                    send_error(error)
-                } else {
-                    ConnectorError::Refused(format!(
-                        "the IRC connection was lost after {index} of {} lines",
-                        lines.len()
-                    ))
-                });
-            }
-        }
-        Ok(())
+        send_lines(&bot, lines).await
     }
 
     /// The public link of a Matrix file, served by the bridge.
@@ -1228,6 +1215,25 @@ async fn sleep_until_some(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// Sends `lines` on `connection` in order. A failure before the first line is worth a
+/// retry; after it, a retry would repeat what went, so the rest is refused (and the
+/// sender told).
+pub async fn send_lines(connection: &Connection, lines: &[Line]) -> Result<(), ConnectorError> {
+    for (index, line) in lines.iter().enumerate() {
+        if let Err(error) = connection.send(line).await {
+            return Err(if index == 0 {
+                send_error(error)
+            } else {
+                ConnectorError::Refused(format!(
+                    "the IRC connection was lost after {index} of {} lines",
+                    lines.len()
+                ))
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A send failure as the framework takes it.

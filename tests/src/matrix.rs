@@ -261,6 +261,25 @@ impl MatrixClient {
         }
     }
 
+    /// The bodies of `sender`'s messages in `room` that start with `prefix`, in timeline
+    /// order, read with `/messages` ([`MatrixClient::room_events`]).
+    pub async fn bodies_from(
+        &self,
+        room: &RoomId,
+        sender: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>> {
+        Ok(self
+            .room_events(room)
+            .await?
+            .iter()
+            .filter(|e| e["sender"] == sender && e["type"] == "m.room.message")
+            .filter_map(|e| e["content"]["body"].as_str())
+            .filter(|body| body.starts_with(prefix))
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Waits for an invite and returns the room id.
     pub async fn wait_for_invite(&self, timeout: Duration) -> Result<OwnedRoomId> {
         let deadline = Instant::now() + timeout;

@@ -138,7 +138,7 @@ impl Bed {
 
 #[tokio::test]
 async fn a_channel_portal_carries_messages_both_ways_on_inspircd() {
-    let irc = InspIrcd::shared().await.unwrap();
+    let irc = InspIrcd::start().await.unwrap();
     let channel = unique_channel("portal");
     let mut bed = bed(irc.port(), &channel, "carol").await;
     let carol_ghost = "@irc_testnet_carol:localhost";
@@ -396,21 +396,6 @@ async fn a_portal_works_on_ngircd_without_ircv3() {
     assert!(topic.is_ok(), "{topic:?}\n{}", bed.bridge.log());
 }
 
-/// The bodies of `ghost`'s messages in the portal starting with `prefix`, in timeline
-/// order, read with `/messages`.
-async fn arrived(bed: &Bed, ghost: &str, prefix: &str) -> Vec<String> {
-    bed.alice
-        .room_events(&bed.room)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e["sender"] == ghost && e["type"] == "m.room.message")
-        .filter_map(|e| e["content"]["body"].as_str())
-        .filter(|body| body.starts_with(prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Bursts of `burst` messages each way, the bridge killed (SIGKILL) in the middle of
 /// each and restarted.
 ///
@@ -421,7 +406,7 @@ async fn arrived(bed: &Bed, ghost: &str, prefix: &str) -> Vec<String> {
 /// - Matrix to IRC: everything arrives in order. The one message being written when
 ///   the bridge died may be said twice: IRC has no message ids to recognise it by.
 async fn bursts_survive_a_crash(database_url: Option<String>, burst: usize) {
-    let irc = InspIrcd::shared().await.unwrap();
+    let irc = InspIrcd::start().await.unwrap();
     let channel = unique_channel(&format!("burst{burst}"));
     // Nicks differ per test: tests share the IRC server.
     let nick = format!("sender{burst}");
@@ -460,7 +445,10 @@ async fn bursts_survive_a_crash(database_url: Option<String>, burst: usize) {
         .await
         .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
     assert_eq!(
-        arrived(&bed, carol_ghost, "I").await,
+        bed.alice
+            .bodies_from(&bed.room, carol_ghost, "I")
+            .await
+            .unwrap(),
         expected("I"),
         "IRC to Matrix: lost, doubled or out of order"
     );
@@ -516,7 +504,7 @@ async fn bursts_survive_a_crash_on_postgresql() {
 /// account with SASL once its password is stored.
 #[tokio::test]
 async fn commands_set_the_nick_and_log_in_with_sasl() {
-    let irc = InspIrcd::shared().await.unwrap();
+    let irc = InspIrcd::start().await.unwrap();
     irc.register_account("alicesasl", "s3cret-pass")
         .await
         .unwrap();
@@ -612,7 +600,7 @@ fn is_membership(event: &Value, user: &str, membership: &str) -> bool {
 /// Typing goes both ways through the IRCv3 `+typing` client tag.
 #[tokio::test]
 async fn netsplits_are_held_back_and_typing_goes_both_ways() {
-    let irc = InspIrcd::shared().await.unwrap();
+    let irc = InspIrcd::start().await.unwrap();
     let channel = unique_channel("split");
     let mut bed = bed_with(irc.port(), &channel, "hana", None, |config| {
         let anchor = "      connects_per_second: 50\n";
@@ -709,7 +697,7 @@ async fn netsplits_are_held_back_and_typing_goes_both_ways() {
 /// as values; a reply to an event of another room leaks nothing of it.
 #[tokio::test]
 async fn hostile_names_and_replies_stay_in_their_place() {
-    let irc = InspIrcd::shared().await.unwrap();
+    let irc = InspIrcd::start().await.unwrap();
     let channel = unique_channel("hostile");
     let mut bed = bed(irc.port(), &channel, "kim").await;
 
@@ -780,7 +768,7 @@ async fn hostile_names_and_replies_stay_in_their_place() {
 /// ISUPPORT says (`-l+o mike` ops mike: `-l` takes no argument).
 #[tokio::test]
 async fn channel_ranks_become_power_levels() {
-    let irc = InspIrcd::shared().await.unwrap();
+    let irc = InspIrcd::start().await.unwrap();
     let channel = unique_channel("ranks");
     let mut bed = bed(irc.port(), &channel, "lena").await;
     let level_is = |user: &'static str, level: Option<i64>| {
@@ -828,7 +816,7 @@ async fn channel_ranks_become_power_levels() {
 /// with their name in front.
 #[tokio::test]
 async fn relay_users_speak_through_the_bot() {
-    let irc = InspIrcd::shared().await.unwrap();
+    let irc = InspIrcd::start().await.unwrap();
     let channel = unique_channel("relay");
     let mut bed = bed_with(irc.port(), &channel, "nina", None, |config| {
         let entries = "    \"localhost\": \"user\"\n";
@@ -883,7 +871,7 @@ async fn relay_users_speak_through_the_bot() {
 /// by their ghost; a Matrix user inviting a ghost to a direct chat reaches that IRC user.
 #[tokio::test]
 async fn private_messages_are_direct_chats_both_ways() {
-    let irc = InspIrcd::shared().await.unwrap();
+    let irc = InspIrcd::start().await.unwrap();
     let channel = unique_channel("private");
     let mut bed = bed(irc.port(), &channel, "oscar").await;
     let oscar_ghost = "@irc_testnet_oscar:localhost";

@@ -340,15 +340,9 @@ async fn redact(client: &MatrixClient, room: &RoomId, event: &OwnedEventId) {
 /// The bodies of carol's messages starting with `prefix` in the portal, in order.
 async fn arrived(bed: &Bed, prefix: &str) -> Vec<String> {
     bed.alice
-        .room_events(&bed.room)
+        .bodies_from(&bed.room, "@linechat_carol:localhost", prefix)
         .await
         .unwrap()
-        .iter()
-        .filter(|e| e["sender"] == "@linechat_carol:localhost" && e["type"] == "m.room.message")
-        .filter_map(|e| e["content"]["body"].as_str())
-        .filter(|body| body.starts_with(prefix))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Bursts of `burst` messages each way; the bridge is killed (SIGKILL) in the middle of

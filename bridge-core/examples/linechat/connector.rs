@@ -707,15 +707,9 @@ impl Connector for Linechat {
                     .map_err(|e| ConnectorError::Retry(e.to_string()))?;
                 context
                     .bridge
-                    .matrix()
-                    .bot()
-                    .invite(&portal.room_id, &context.sender)
+                    .invite(&portal, &context.sender)
                     .await
-                    .or_else(|error| match error.api_error() {
-                        // Already in the room, or already invited.
-                        Some(api) if api.is("M_FORBIDDEN") => Ok(()),
-                        _ => Err(ConnectorError::Retry(error.to_string())),
-                    })?;
+                    .map_err(|e| ConnectorError::Retry(e.to_string()))?;
                 Ok(format!("Invited you to {channel}."))
             }
             _ => {

@@ -7,15 +7,15 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use ruma::OwnedTransactionId;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::MatrixError;
+use super::error::{ErrorCode, MatrixError};
 use super::extract::{PathParam, read_body};
 use crate::metrics::TransactionLabels;
-use crate::transaction::{Accepted, BodyError, IncomingTransaction, TransactionBody};
+use crate::transaction::{Accepted, BodyError, IncomingTransaction, SinkError, TransactionBody};
 
 /// Handles one pushed transaction.
 pub(crate) async fn put_transaction(
@@ -46,8 +46,7 @@ pub(crate) async fn put_transaction(
     };
     let outcome = tokio::spawn(async move { sink.accept(transaction).await })
         .await
-        .map_err(|join_error| join_error.to_string())
-        .and_then(|result| result.map_err(|sink_error| sink_error.to_string()));
+        .unwrap_or_else(|join_error| Err(SinkError::Failed(join_error.to_string())));
 
     match outcome {
         Ok(Accepted::Stored) => {
@@ -60,6 +59,19 @@ pub(crate) async fn put_transaction(
             count_transaction(&state, "duplicate");
             tracing::debug!(?txn_id, "transaction seen before");
             Ok(Json(json!({})))
+        }
+        Err(SinkError::OutOfOrder(missing)) => {
+            count_transaction(&state, "out_of_order");
+            tracing::warn!(
+                ?txn_id,
+                missing,
+                "refused a transaction that came before an earlier one"
+            );
+            Err(MatrixError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::Unknown,
+                format!("transaction {missing} was never received; send it first"),
+            ))
         }
         Err(error) => {
             count_transaction(&state, "failed");

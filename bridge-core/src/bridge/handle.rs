@@ -101,6 +101,16 @@ impl BridgeHandle {
         &self.shared.store
     }
 
+    /// Has the bot invite `user` to `portal`'s room; a user already in it (or invited)
+    /// is fine.
+    pub async fn invite(&self, portal: &Portal, user: &UserId) -> Result<(), BridgeError> {
+        match self.shared.matrix.bot().invite(&portal.room_id, user).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.api_error().is_some_and(|api| api.is("M_FORBIDDEN")) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// A public link to the Matrix file `mxc`, served by the bridge (signed, so it serves
     /// only files it gave out), ending in `file_name`; for networks that take files as
     /// links. `None` for an `mxc` URI that is not valid.

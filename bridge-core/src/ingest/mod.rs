@@ -174,10 +174,10 @@ impl TransactionSink for Ingest {
         self.requests
             .send(request)
             .await
-            .map_err(|_| SinkError("the bridge is shutting down".into()))?;
+            .map_err(|_| SinkError::Failed("the bridge is shutting down".into()))?;
         answer
             .await
-            .map_err(|_| SinkError("the bridge is shutting down".into()))?
+            .map_err(|_| SinkError::Failed("the bridge is shutting down".into()))?
     }
 }
 
@@ -385,7 +385,7 @@ impl Writer {
         while let Some(request) = requests.recv().await {
             let _ = request
                 .reply
-                .send(Err(SinkError("the bridge is shutting down".into())));
+                .send(Err(SinkError::Failed("the bridge is shutting down".into())));
         }
         self.dispatcher.stop().await;
     }
@@ -456,9 +456,7 @@ impl Writer {
                 gap::Verdict::Accept => kept.push(request),
                 gap::Verdict::WaitFor(missing) => {
                     tracing::warn!(txn_id = ?request.txn_id, missing, "a transaction is missing before this one; refusing it so the homeserver resends the missing one first");
-                    let _ = request.reply.send(Err(SinkError(format!(
-                        "transaction {missing} was never received; send it first"
-                    ))));
+                    let _ = request.reply.send(Err(SinkError::OutOfOrder(missing)));
                 }
             }
         }
@@ -468,7 +466,9 @@ impl Writer {
     fn refuse(&self, batch: Vec<WriteRequest>, error: &StoreError) {
         tracing::error!(%error, "could not store a transaction; the homeserver will retry");
         for request in batch {
-            let _ = request.reply.send(Err(SinkError(error.to_string())));
+            let _ = request
+                .reply
+                .send(Err(SinkError::Failed(error.to_string())));
         }
     }
 }
