@@ -189,7 +189,55 @@ fn line_for(kind: &MessageKind, channel: &str, payload: &str) -> Line {
     }
 }
 
+/// Commands run in a portal room, on its channel, as the sender's IRC user: the server
+/// decides what their channel status allows (a refusal comes back as a notice).
+const CHANNEL_COMMANDS: &[&str] = &["kick", "op", "deop", "voice", "devoice", "topic"];
+
 impl IrcConnector {
+    /// One of [`CHANNEL_COMMANDS`], in the portal it was given in.
+    async fn channel_command(
+        &self,
+        context: &CommandContext,
+        command: &str,
+        args: &[String],
+    ) -> Result<String, ConnectorError> {
+        let Some(portal) = context.portal.as_ref().filter(|p| p.direct.is_none()) else {
+            return Ok(format!("`{command}` works in a channel's portal room."));
+        };
+        let (network, channel) = self.route(portal)?;
+        let mode =
+            |change: &str, nick: &String| Line::new("MODE", [channel, change, nick.as_str()]);
+        let line = match (command, args) {
+            ("kick", [nick, reason @ ..]) => {
+                let reason = if reason.is_empty() {
+                    format!("kicked from Matrix by {}", context.sender)
+                } else {
+                    reason.join(" ")
+                };
+                Line::new("KICK", [channel, nick.as_str(), reason.as_str()])
+            }
+            ("op", [nick]) => mode("+o", nick),
+            ("deop", [nick]) => mode("-o", nick),
+            ("voice", [nick]) => mode("+v", nick),
+            ("devoice", [nick]) => mode("-v", nick),
+            ("topic", words) if !words.is_empty() => {
+                Line::new("TOPIC", [channel, &words.join(" ")])
+            }
+            _ => {
+                let usage = self
+                    .commands()
+                    .into_iter()
+                    .find(|spec| spec.name == command)
+                    .map(|spec| format!("Usage: {} {}", spec.name, spec.args))
+                    .unwrap_or_default();
+                return Ok(usage);
+            }
+        };
+        let puppet = network.puppet_in(&context.sender, None, channel).await?;
+        send_lines(&puppet.connection, &[line]).await?;
+        Ok(format!("Sent `{command}` to {channel}."))
+    }
+
     /// Sends `lines` as `sender`'s puppet in `channel`. A failure before the first line
     /// is worth a retry; after it, a retry would repeat what went, so the rest is
     /// refused and the sender told.
@@ -465,6 +513,29 @@ impl Connector for IrcConnector {
                 "[network]",
                 "drop your IRC connection; the next message connects again",
             ),
+            command("whois", "[network] <nick>", "who an IRC user is"),
+            CommandSpec {
+                level: Permission::Admin,
+                ..command(
+                    "raw",
+                    "[network] <IRC command>",
+                    "send one IRC command as yourself",
+                )
+            },
+            command(
+                "kick",
+                "<nick> [reason]",
+                "in a portal: kick a user from the channel (as your IRC user)",
+            ),
+            command("op", "<nick>", "in a portal: give channel operator status"),
+            command(
+                "deop",
+                "<nick>",
+                "in a portal: take channel operator status",
+            ),
+            command("voice", "<nick>", "in a portal: give voice"),
+            command("devoice", "<nick>", "in a portal: take voice"),
+            command("topic", "<text>", "in a portal: set the channel topic"),
         ]
     }
 
@@ -496,6 +567,9 @@ impl Connector for IrcConnector {
             } else {
                 lines.join("\n")
             });
+        }
+        if CHANNEL_COMMANDS.contains(&command) {
+            return self.channel_command(context, command, args).await;
         }
         // The network may be left out when there is only one.
         let (network, args) = match args.first().and_then(|a| self.networks.get(a)) {
@@ -578,6 +652,16 @@ impl Connector for IrcConnector {
                 login.sasl = None;
                 network.save_login(user, &login).await?;
                 Ok(format!("Forgot your password on {}.", network.name()))
+            }
+            ("whois", [nick]) => network.whois(nick).await,
+            ("raw", words) if !words.is_empty() => {
+                // Words never hold CR or LF (they are split at white space), and the line
+                // is parsed and built again, so it stays one command.
+                let line = Line::parse(&words.join(" "))
+                    .map_err(|error| ConnectorError::Refused(error.to_string()))?;
+                let puppet = network.puppet(user, None).await?;
+                send_lines(&puppet.connection, &[line]).await?;
+                Ok(format!("Sent to {}.", network.name()))
             }
             ("reconnect", []) => {
                 network.disconnect(user, "Reconnecting").await;

@@ -40,7 +40,13 @@ const PING_AFTER: Duration = Duration::from_secs(120);
 /// Numerics that refuse a JOIN, with the channel as their second parameter.
 const JOIN_ERRORS: &[&str] = &["403", "405", "471", "473", "474", "475", "476", "477"];
 /// Numerics that refuse a message, with the target as their second parameter.
-const SEND_ERRORS: &[&str] = &["401", "404", "406", "471", "473", "474", "475", "477"];
+const SEND_ERRORS: &[&str] = &[
+    "401", "403", "404", "406", "441", "442", "471", "473", "474", "475", "477", "482",
+];
+/// WHOIS replies, up to its end (318) or a missing nick (401).
+const WHOIS_REPLIES: &[&str] = &[
+    "311", "312", "313", "317", "319", "330", "671", "401", "318",
+];
 
 /// A channel the bot is in.
 #[derive(Debug, Default)]
@@ -70,6 +76,8 @@ pub struct Puppet {
 
 /// Told when a JOIN of the bot is answered: the member list, or a refusal.
 type JoinWaiter = oneshot::Sender<Result<(), String>>;
+/// A WHOIS the bot asked: the replies so far, and who waits for all of them.
+type PendingWhois = (Vec<Line>, Option<oneshot::Sender<Vec<Line>>>);
 /// A Matrix user's puppet, once connected; locked while it connects.
 type PuppetSlot = Arc<tokio::sync::Mutex<Option<Arc<Puppet>>>>;
 
@@ -99,6 +107,9 @@ pub struct Network {
     puppets: Mutex<HashMap<OwnedUserId, PuppetSlot>>,
     /// Puppet nicks (folded) and whose they are.
     puppet_nicks: Mutex<HashMap<String, OwnedUserId>>,
+    /// WHOIS asked by the bot and not answered in full yet (folded nick → lines so far,
+    /// and who waits).
+    whois: Mutex<HashMap<String, PendingWhois>>,
     /// Quits held while a netsplit heals (the bot's view).
     splits: Mutex<Splits>,
     /// When the next connection may start.
@@ -142,6 +153,7 @@ impl Network {
         let grace = Duration::from_secs(config.split_grace_seconds);
         Ok(Network {
             splits: Mutex::new(Splits::new(grace)),
+            whois: Mutex::new(HashMap::new()),
             config,
             tls,
             bridge: OnceLock::new(),
@@ -357,6 +369,18 @@ impl Network {
                 self.queue(target, event).await;
             }
             "BATCH" => lock(&self.splits).batch(line.param(0), line.param(1)),
+            code if WHOIS_REPLIES.contains(&code) => {
+                let folded = self.fold(line.param(1));
+                let mut pending = lock(&self.whois);
+                if let Some((lines, _)) = pending.get_mut(&folded) {
+                    lines.push(line.clone());
+                }
+                if matches!(code, "318" | "401")
+                    && let Some((lines, Some(done))) = pending.remove(&folded)
+                {
+                    let _ = done.send(lines);
+                }
+            }
             "TAGMSG" => {
                 let target = line.param(0);
                 let typing = match line.tag("+typing") {
@@ -1058,6 +1082,42 @@ impl Network {
         }
     }
 
+    /// What the server says of `nick` (WHOIS through the bot), as text.
+    pub async fn whois(&self, nick: &str) -> Result<String, ConnectorError> {
+        if !crate::config::is_valid_nick(nick) {
+            return Ok(format!("{nick:?} is not a nick."));
+        }
+        let bot =
+            self.bot.borrow().clone().ok_or_else(|| {
+                ConnectorError::Retry(format!("not connected to {}", self.name()))
+            })?;
+        let (done, answer) = oneshot::channel();
+        lock(&self.whois).insert(self.fold(nick), (Vec::new(), Some(done)));
+        bot.send(&Line::new("WHOIS", [nick]))
+            .await
+            .map_err(send_error)?;
+        let lines = tokio::time::timeout(JOIN_TIMEOUT, answer)
+            .await
+            .map_err(|_| ConnectorError::Retry(format!("no answer to WHOIS {nick}")))?
+            .map_err(|_| ConnectorError::Retry("the connection closed".to_owned()))?;
+        let mut text = Vec::new();
+        for line in &lines {
+            let p = |i: usize| line.param(i);
+            match line.command.as_str() {
+                "311" => text.push(format!("{} is {}@{} ({})", p(1), p(2), p(3), p(5))),
+                "312" => text.push(format!("on server {} ({})", p(2), p(3))),
+                "313" => text.push("an IRC operator".to_owned()),
+                "317" => text.push(format!("idle {} s", p(2))),
+                "319" => text.push(format!("in {}", p(2))),
+                "330" => text.push(format!("logged in as {}", p(2))),
+                "671" => text.push("on a secure connection".to_owned()),
+                "401" => text.push(format!("{nick} is not on {}", self.name())),
+                _ => {}
+            }
+        }
+        Ok(crate::split::sanitize_line(&text.join("; ")))
+    }
+
     /// Whether the bot is connected.
     pub fn is_connected(&self) -> bool {
         self.bot.borrow().is_some()
@@ -1163,7 +1223,7 @@ impl Network {
             tracing::info!(%user, %target, %reason, "IRC refused a puppet");
             return;
         };
-        let text = format!("{user}: IRC did not take your message to {target}: {reason}");
+        let text = format!("{user}: IRC refused what you sent to {target}: {reason}");
         if let Err(error) = self.bridge().notice(&portal.room_id, &text).await {
             tracing::warn!(%error, "cannot report an IRC refusal");
         }

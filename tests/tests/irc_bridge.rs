@@ -580,6 +580,47 @@ async fn commands_set_the_nick_and_log_in_with_sasl() {
     );
     assert_eq!(account.params.get(2).map(String::as_str), Some("alicesasl"));
 
+    // WHOIS through the bot.
+    bed.alice.send_text(&dm, "whois frank").await.unwrap();
+    bed.bot_answer(&dm, "frank is frank@127.0.0.1").await;
+    // raw needs the admin permission.
+    bed.alice
+        .send_text(&dm, "raw PRIVMSG frank :hi")
+        .await
+        .unwrap();
+    bed.bot_answer(&dm, "needs the admin permission").await;
+
+    // Channel commands in the portal go as alice's IRC user: refused while she is no
+    // operator (the server's refusal comes back as a notice), taken once she is.
+    bed.alice
+        .send_text(&bed.room, "!irc voice frank")
+        .await
+        .unwrap();
+    bed.bot_answer(&bed.room, "IRC refused what you sent to")
+        .await;
+    bed.carol
+        .send(&format!("MODE {channel} +o alicesasl"))
+        .await
+        .unwrap();
+    bed.carol
+        .wait_for(WAIT, |l| {
+            l.command == "MODE" && l.params.get(2).is_some_and(|n| n == "alicesasl")
+        })
+        .await
+        .unwrap();
+    bed.alice
+        .send_text(&bed.room, "!irc voice frank")
+        .await
+        .unwrap();
+    let voiced = bed
+        .carol
+        .wait_for(WAIT, |l| {
+            l.command == "MODE" && l.source_nick() == Some("alicesasl")
+        })
+        .await
+        .unwrap();
+    assert_eq!(voiced.params[1..], ["+v", "frank"]);
+
     // A channel name with a control character is refused, and nothing is joined.
     bed.alice
         .send_text(&dm, "join testnet #bad\u{7}name")

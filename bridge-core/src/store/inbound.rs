@@ -192,12 +192,21 @@ impl Store {
 
     /// The id of the transaction received last, if any.
     pub async fn last_transaction_id(&self) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(
-            "SELECT txn_id FROM appservice_transactions ORDER BY received_at DESC LIMIT 1",
+        // Several transactions can share the last millisecond: of those, the highest
+        // number is the last (homeservers number them in order), else any.
+        let rows = sqlx::query(
+            "SELECT txn_id FROM appservice_transactions \
+             WHERE received_at = (SELECT MAX(received_at) FROM appservice_transactions)",
         )
-        .fetch_optional(self.pool())
+        .fetch_all(self.pool())
         .await?;
-        Ok(row.map(|r| r.try_get("txn_id")).transpose()?)
+        let ids = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("txn_id"))
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(ids
+            .into_iter()
+            .max_by_key(|id| id.parse::<u64>().map_or((false, 0), |n| (true, n))))
     }
 
     /// Every stored row not yet handled, in arrival order, flagged as redelivered.
