@@ -357,6 +357,16 @@ impl Connector for IrcConnector {
             &text,
             relay.as_deref(),
         );
+        // A reply to a message from IRC names it by its msgid too, for clients that
+        // show replies (the `nick: ` prefix stays for those that do not).
+        if let Some(reply) = &message.reply_to
+            && split_id(&reply.sender).is_some()
+            && let Some(first) = lines.first_mut()
+        {
+            *first = first
+                .clone()
+                .with_tag("+draft/reply", Some(&reply.remote_id));
+        }
         let max = network.config.max_lines;
         if lines.len() > max {
             // A long message is not pasted into the channel: its start, then a link to

@@ -357,7 +357,7 @@ impl Network {
                 if !self.server().is_channel(target) || self.is_ours(&nick) || nick.is_empty() {
                     return;
                 }
-                let Some(message) = message_of(&line.command, line.param(1)) else {
+                let Some(message) = message_of(line) else {
                     return;
                 };
                 let event = RemoteEvent {
@@ -1199,7 +1199,7 @@ impl Network {
         if from_server || self.is_ours(&sender) {
             return;
         }
-        let Some(message) = message_of(&line.command, line.param(1)) else {
+        let Some(message) = message_of(line) else {
             return;
         };
         let info = self.direct_chat(user, &sender);
@@ -1250,8 +1250,10 @@ impl Network {
     }
 }
 
-/// A remote message from a PRIVMSG or NOTICE text; `None` for CTCP other than ACTION.
-fn message_of(command: &str, text: &str) -> Option<RemoteMessage> {
+/// A remote message from a PRIVMSG or NOTICE line; `None` for CTCP other than ACTION. An
+/// IRCv3 reply tag names the message replied to by its msgid.
+fn message_of(line: &Line) -> Option<RemoteMessage> {
+    let (command, text) = (line.command.as_str(), line.param(1));
     let (kind, text) = match text.strip_prefix('\x01') {
         Some(ctcp) => {
             let ctcp = ctcp.strip_suffix('\x01').unwrap_or(ctcp);
@@ -1264,7 +1266,10 @@ fn message_of(command: &str, text: &str) -> Option<RemoteMessage> {
         kind,
         body: strip_formatting(text),
         html: irc_to_html(text),
-        reply_to: None,
+        reply_to: line
+            .tag("+draft/reply")
+            .or_else(|| line.tag("+reply"))
+            .map(str::to_owned),
         file: None,
     })
 }
@@ -1277,12 +1282,22 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// Sends `lines` on `connection` in order. A failure before the first line is worth a
-/// retry; after it, a retry would repeat what went, so the rest is refused (and the
-/// sender told).
+/// Sends `lines` on `connection` in order, without their tags where the server takes
+/// none (no `message-tags`). A failure before the first line is worth a retry; after it,
+/// a retry would repeat what went, so the rest is refused (and the sender told).
 pub async fn send_lines(connection: &Connection, lines: &[Line]) -> Result<(), ConnectorError> {
+    let tags = connection.has_cap("message-tags");
     for (index, line) in lines.iter().enumerate() {
-        if let Err(error) = connection.send(line).await {
+        let sent = if tags || line.tags.is_empty() {
+            connection.send(line).await
+        } else {
+            let plain = Line {
+                tags: Vec::new(),
+                ..line.clone()
+            };
+            connection.send(&plain).await
+        };
+        if let Err(error) = sent {
             return Err(if index == 0 {
                 send_error(error)
             } else {
@@ -1310,17 +1325,20 @@ mod tests {
 
     #[test]
     fn messages_and_actions_are_told_apart() {
-        let action = message_of("PRIVMSG", "\x01ACTION waves\x01").unwrap();
+        let parse = |raw: &str| message_of(&Line::parse(raw).unwrap());
+        let action = parse(":a PRIVMSG #c :\x01ACTION waves\x01").unwrap();
         assert_eq!(
             (action.kind, action.body.as_str()),
             (MessageKind::Emote, "waves")
         );
-        let notice = message_of("NOTICE", "hi").unwrap();
+        let notice = parse(":a NOTICE #c :hi").unwrap();
         assert_eq!(notice.kind, MessageKind::Notice);
-        let bold = message_of("PRIVMSG", "\x02bold\x02 text").unwrap();
+        let bold = parse(":a PRIVMSG #c :\x02bold\x02 text").unwrap();
         assert_eq!(bold.body, "bold text");
         assert_eq!(bold.html.as_deref(), Some("<b>bold</b> text"));
-        assert!(message_of("PRIVMSG", "\x01VERSION\x01").is_none());
+        assert!(parse(":a PRIVMSG #c :\x01VERSION\x01").is_none());
+        let reply = parse("@+draft/reply=m1 :a PRIVMSG #c :yes").unwrap();
+        assert_eq!(reply.reply_to.as_deref(), Some("m1"));
     }
 
     #[test]

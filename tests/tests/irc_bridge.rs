@@ -731,6 +731,46 @@ async fn netsplits_are_held_back_and_typing_goes_both_ways() {
         typing.tags.get("+typing").map(String::as_str),
         Some("active")
     );
+
+    // Replies by msgid (IRCv3 +draft/reply) both ways, hana having message-tags.
+    let mut yara = IrcClient::connect(irc.port(), "yara").await.unwrap();
+    yara.join(&channel).await.unwrap();
+    yara.privmsg(&channel, "question?").await.unwrap();
+    let question = bed.irc_line("PRIVMSG", "yara").await;
+    let msgid = question
+        .tags
+        .get("msgid")
+        .cloned()
+        .expect("InspIRCd gives msgids");
+    let yara_ghost = "@irc_testnet_yara:localhost";
+    let on_matrix = bed
+        .matrix_event(yara_ghost, |e| e["content"]["body"] == "question?")
+        .await;
+    bed.carol
+        .send(&format!("@+draft/reply={msgid} PRIVMSG {channel} :answer"))
+        .await
+        .unwrap();
+    let answer = bed
+        .matrix_event(hana_ghost, |e| e["content"]["body"] == "answer")
+        .await;
+    assert_eq!(
+        answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], on_matrix["event_id"],
+        "{answer}"
+    );
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text", "body": "sure",
+                "m.relates_to": { "m.in_reply_to": { "event_id": on_matrix["event_id"] } },
+            }),
+        )
+        .await
+        .unwrap();
+    let reply = bed.irc_line("PRIVMSG", "alice[m]").await;
+    assert_eq!(reply.text(), "yara: sure");
+    assert_eq!(reply.tags.get("+draft/reply"), Some(&msgid));
 }
 
 /// Regression tests for the reference IRC bridge's advisories: another spelling of a
