@@ -104,15 +104,22 @@ pub fn parse_server_time(time: &str) -> Option<i64> {
     let (clock, fraction) = clock.split_once('.').unwrap_or((clock, "0"));
     let mut clock = clock.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
-    if !(1..=12).contains(&month)
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
         || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
     {
         return None;
     }
-    let millis: i64 = format!("{fraction:0<3}")[..3].parse().ok()?;
+    // Milliseconds: the first three digits of the fraction (a server's own text: never
+    // sliced where it might not be ASCII).
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits: String = fraction.chars().chain("000".chars()).take(3).collect();
+    let millis: i64 = digits.parse().ok()?;
     // Days from the civil date (Howard Hinnant's algorithm).
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -185,5 +192,14 @@ mod tests {
         );
         assert_eq!(parse_server_time("2026-13-01T00:00:00Z"), None);
         assert_eq!(parse_server_time("yesterday"), None);
+        // Hostile values: no panic, no overflow.
+        assert_eq!(parse_server_time("2026-01-01T00:00:00.12éZ"), None);
+        assert_eq!(parse_server_time("2026-01-01T00:00:00.€Z"), None);
+        assert_eq!(parse_server_time("99999999999999-01-01T00:00:00Z"), None);
+        assert_eq!(parse_server_time("2026-01-01T-1:00:00Z"), None);
+        assert_eq!(
+            parse_server_time("2026-01-01T00:00:00.5Z"),
+            Some(1_767_225_600_500)
+        );
     }
 }

@@ -549,6 +549,12 @@ impl Network {
             }
             "NICK" => {
                 let new = line.param(0).to_owned();
+                // A puppet's new nick is known at once, so what it says next under it is
+                // not taken for an IRC user's (its own task may see the NICK later).
+                let owner = lock(&self.puppet_nicks).get(&self.fold(&nick)).cloned();
+                if let Some(owner) = owner {
+                    lock(&self.puppet_nicks).insert(self.fold(&new), owner);
+                }
                 if self.is_ours(&nick) || self.is_ours(&new) {
                     return;
                 }
@@ -883,7 +889,12 @@ impl Network {
             channels: Mutex::new(HashSet::new()),
         });
         *slot = Some(Arc::clone(&puppet));
-        let task = tokio::spawn(Arc::clone(self).run_puppet(user.to_owned(), nick, events));
+        let task = tokio::spawn(Arc::clone(self).run_puppet(
+            user.to_owned(),
+            Arc::downgrade(&puppet),
+            nick,
+            events,
+        ));
         lock(&self.tasks).push(task);
         Ok(puppet)
     }
@@ -1139,13 +1150,21 @@ impl Network {
         Ok(())
     }
 
-    /// A puppet's lines: its nick kept current, refusals reported to its Matrix user.
+    /// A puppet's lines: its nick and channels kept current, refusals and kicks reported
+    /// to its Matrix user, private messages opened as direct chats.
     async fn run_puppet(
         self: Arc<Self>,
         user: OwnedUserId,
+        puppet: std::sync::Weak<Puppet>,
         mut nick: String,
         mut events: mpsc::UnboundedReceiver<Line>,
     ) {
+        // A channel the puppet is no longer in must be joined again before it speaks.
+        let left = |channel: &str| {
+            if let Some(puppet) = puppet.upgrade() {
+                lock(&puppet.channels).remove(&self.fold(channel));
+            }
+        };
         while let Some(line) = events.recv().await {
             match line.command.as_str() {
                 "NICK"
@@ -1162,15 +1181,47 @@ impl Network {
                 "PRIVMSG" | "NOTICE" if self.fold(line.param(0)) == self.fold(&nick) => {
                     self.on_private_message(&user, &line).await;
                 }
+                "KICK" if self.fold(line.param(1)) == self.fold(&nick) => {
+                    let channel = line.param(0).to_owned();
+                    left(&channel);
+                    let by = line.source_nick().unwrap_or_default();
+                    let reason = format!("kicked by {by}: {}", line.param(2));
+                    self.report(&user, &channel, &reason).await;
+                }
+                "PART"
+                    if line
+                        .source_nick()
+                        .is_some_and(|n| self.fold(n) == self.fold(&nick)) =>
+                {
+                    left(line.param(0));
+                }
                 code if SEND_ERRORS.contains(&code) || JOIN_ERRORS.contains(&code) => {
                     let target = line.param(1).to_owned();
+                    if JOIN_ERRORS.contains(&code) {
+                        left(&target);
+                    }
                     let reason = line.params.last().cloned().unwrap_or_default();
                     self.report(&user, &target, &reason).await;
                 }
                 _ => {}
             }
         }
-        lock(&self.puppet_nicks).remove(&self.fold(&nick));
+        // Only this connection's entry: a newer connection of the same user may hold the
+        // same nick by now.
+        let current = puppet.upgrade();
+        let replaced = match lock(&self.puppets).get(&user).cloned() {
+            Some(slot) => match slot.try_lock() {
+                Ok(guard) => guard
+                    .as_ref()
+                    .is_some_and(|p| current.as_ref().is_none_or(|c| !Arc::ptr_eq(p, c))),
+                // Locked: a reconnection is under way; it sets its own entry.
+                Err(_) => true,
+            },
+            None => false,
+        };
+        if !replaced {
+            lock(&self.puppet_nicks).remove(&self.fold(&nick));
+        }
         tracing::info!(network = %self.name(), %user, "puppet disconnected");
     }
 
@@ -1218,7 +1269,11 @@ impl Network {
 
     /// Tells `user`, in the portal of `target`, that the server refused something.
     async fn report(&self, user: &UserId, target: &str, reason: &str) {
-        let portal = portal_id(self.name(), &self.fold(target));
+        let portal = if self.server().is_channel(target) {
+            portal_id(self.name(), &self.fold(target))
+        } else {
+            direct_id(self.name(), &self.fold(target), user)
+        };
         let Ok(Some(portal)) = self.bridge().portal(&portal).await else {
             tracing::info!(%user, %target, %reason, "IRC refused a puppet");
             return;

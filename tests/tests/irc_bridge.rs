@@ -621,6 +621,20 @@ async fn commands_set_the_nick_and_log_in_with_sasl() {
         .unwrap();
     assert_eq!(voiced.params[1..], ["+v", "frank"]);
 
+    // Kicked on IRC: alice is told, and her next message joins the channel again.
+    bed.carol
+        .send(&format!("KICK {channel} alicesasl :out you go"))
+        .await
+        .unwrap();
+    bed.bot_answer(&bed.room, "kicked by frank: out you go")
+        .await;
+    bed.alice.send_text(&bed.room, "back again").await.unwrap();
+    bed.irc_line("JOIN", "alicesasl").await;
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alicesasl").await.text(),
+        "back again"
+    );
+
     // A channel name with a control character is refused, and nothing is joined.
     bed.alice
         .send_text(&dm, "join testnet #bad\u{7}name")
