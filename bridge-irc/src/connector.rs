@@ -194,6 +194,15 @@ fn line_for(kind: &MessageKind, channel: &str, payload: &str) -> Line {
 const CHANNEL_COMMANDS: &[&str] = &["kick", "op", "deop", "voice", "devoice", "topic"];
 
 impl IrcConnector {
+    /// How `command` is used, for an answer to a malformed one.
+    fn usage(&self, command: &str) -> String {
+        self.commands()
+            .into_iter()
+            .find(|spec| spec.name == command)
+            .map(|spec| format!("Usage: {} {}", spec.name, spec.args))
+            .unwrap_or_else(|| format!("Unknown command {command}."))
+    }
+
     /// One of [`CHANNEL_COMMANDS`], in the portal it was given in.
     async fn channel_command(
         &self,
@@ -223,15 +232,7 @@ impl IrcConnector {
             ("topic", words) if !words.is_empty() => {
                 Line::new("TOPIC", [channel, &words.join(" ")])
             }
-            _ => {
-                let usage = self
-                    .commands()
-                    .into_iter()
-                    .find(|spec| spec.name == command)
-                    .map(|spec| format!("Usage: {} {}", spec.name, spec.args))
-                    .unwrap_or_default();
-                return Ok(usage);
-            }
+            _ => return Ok(self.usage(command)),
         };
         let puppet = network.puppet_in(&context.sender, None, channel).await?;
         send_lines(&puppet.connection, &[line]).await?;
@@ -680,15 +681,7 @@ impl Connector for IrcConnector {
                     network.name()
                 ))
             }
-            _ => {
-                let usage = self
-                    .commands()
-                    .into_iter()
-                    .find(|spec| spec.name == command)
-                    .map(|spec| format!("Usage: {} {}", spec.name, spec.args))
-                    .unwrap_or_else(|| format!("Unknown command {command}."));
-                Ok(usage)
-            }
+            _ => Ok(self.usage(command)),
         }
     }
 }
