@@ -38,7 +38,9 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Quiet time after which a connection checks the server is alive.
 const PING_AFTER: Duration = Duration::from_secs(120);
 /// Numerics that refuse a JOIN, with the channel as their second parameter.
-const JOIN_ERRORS: &[&str] = &["403", "405", "471", "473", "474", "475", "476", "477"];
+const JOIN_ERRORS: &[&str] = &[
+    "403", "405", "437", "471", "473", "474", "475", "476", "477", "480", "489", "520",
+];
 /// Numerics that refuse a message, with the target as their second parameter.
 const SEND_ERRORS: &[&str] = &[
     "401", "403", "404", "406", "441", "442", "471", "473", "474", "475", "477", "482",
@@ -51,6 +53,8 @@ const WHOIS_REPLIES: &[&str] = &[
 /// A channel the bot is in.
 #[derive(Debug, Default)]
 struct Channel {
+    /// Whether its member list is complete (the end of NAMES came).
+    synced: bool,
     topic: Option<String>,
     /// Members by folded nick.
     members: HashMap<String, Member>,
@@ -77,7 +81,7 @@ pub struct Puppet {
 /// Told when a JOIN of the bot is answered: the member list, or a refusal.
 type JoinWaiter = oneshot::Sender<Result<(), String>>;
 /// A WHOIS the bot asked: the replies so far, and who waits for all of them.
-type PendingWhois = (Vec<Line>, Option<oneshot::Sender<Vec<Line>>>);
+type PendingWhois = (Vec<Line>, Vec<oneshot::Sender<Vec<Line>>>);
 /// A Matrix user's puppet, once connected; locked while it connects.
 type PuppetSlot = Arc<tokio::sync::Mutex<Option<Arc<Puppet>>>>;
 
@@ -376,9 +380,11 @@ impl Network {
                     lines.push(line.clone());
                 }
                 if matches!(code, "318" | "401")
-                    && let Some((lines, Some(done))) = pending.remove(&folded)
+                    && let Some((lines, waiters)) = pending.remove(&folded)
                 {
-                    let _ = done.send(lines);
+                    for waiter in waiters {
+                        let _ = waiter.send(lines.clone());
+                    }
                 }
             }
             "TAGMSG" => {
@@ -449,6 +455,10 @@ impl Network {
             }
             "366" => {
                 let channel = self.fold(line.param(1));
+                lock(&self.channels)
+                    .entry(channel.clone())
+                    .or_default()
+                    .synced = true;
                 // The member list is complete: ranks are mirrored (a no-op where the room
                 // has them already).
                 self.sync_levels(&channel).await;
@@ -775,7 +785,9 @@ impl Network {
             )));
         }
         let folded = server.casemapping.fold(channel);
-        let joined = lock(&self.channels).contains_key(&folded);
+        let joined = lock(&self.channels)
+            .get(&folded)
+            .is_some_and(|state| state.synced);
         if !joined {
             let (done, result) = oneshot::channel();
             lock(&self.joins)
@@ -793,6 +805,8 @@ impl Network {
                     )));
                 }
                 Ok(Err(_)) | Err(_) => {
+                    // Nobody waits any more (a later JOIN registers anew).
+                    lock(&self.joins).remove(&folded);
                     return Err(ConnectorError::Retry(format!(
                         "no answer joining {channel}"
                     )));
@@ -1103,14 +1117,27 @@ impl Network {
                 ConnectorError::Retry(format!("not connected to {}", self.name()))
             })?;
         let (done, answer) = oneshot::channel();
-        lock(&self.whois).insert(self.fold(nick), (Vec::new(), Some(done)));
-        bot.send(&Line::new("WHOIS", [nick]))
-            .await
-            .map_err(send_error)?;
-        let lines = tokio::time::timeout(JOIN_TIMEOUT, answer)
-            .await
-            .map_err(|_| ConnectorError::Retry(format!("no answer to WHOIS {nick}")))?
-            .map_err(|_| ConnectorError::Retry("the connection closed".to_owned()))?;
+        let folded = self.fold(nick);
+        let first = {
+            let mut pending = lock(&self.whois);
+            let entry = pending.entry(folded.clone()).or_default();
+            entry.1.push(done);
+            entry.1.len() == 1
+        };
+        // One WHOIS on the wire per nick; everyone asking gets its answer.
+        if first {
+            bot.send(&Line::new("WHOIS", [nick]))
+                .await
+                .map_err(send_error)?;
+        }
+        let lines = match tokio::time::timeout(JOIN_TIMEOUT, answer).await {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(_)) => return Err(ConnectorError::Retry("the connection closed".to_owned())),
+            Err(_) => {
+                lock(&self.whois).remove(&folded);
+                return Err(ConnectorError::Retry(format!("no answer to WHOIS {nick}")));
+            }
+        };
         let mut text = Vec::new();
         for line in &lines {
             let p = |i: usize| line.param(i);
