@@ -284,46 +284,28 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
         }
         kind => {
             shared.ensure_joined(&portal.room_id, &ghost).await?;
+            let send_message = async |content: &serde_json::Value| {
+                send(
+                    shared,
+                    &as_ghost,
+                    &portal,
+                    "m.room.message",
+                    content,
+                    txn,
+                    ts,
+                )
+                .await
+            };
             match kind {
                 RemoteEventKind::Message(message) => {
                     let content = message_content(shared, &portal, message, row.attempts).await?;
-                    Some(
-                        send(
-                            shared,
-                            &as_ghost,
-                            &portal,
-                            "m.room.message",
-                            &content,
-                            txn,
-                            ts,
-                        )
-                        .await?,
-                    )
+                    Some(send_message(&content).await?)
                 }
                 RemoteEventKind::Edit { target, message } => {
                     let target = mapped_target(shared, &portal, target).await?;
                     let new_content =
                         message_content(shared, &portal, message, row.attempts).await?;
-                    let mut content = new_content.clone();
-                    content["body"] = json!(format!("* {}", message.body));
-                    if let Some(html) = content.get("formatted_body").and_then(|h| h.as_str()) {
-                        content["formatted_body"] = json!(format!("* {html}"));
-                    }
-                    content["m.new_content"] = new_content;
-                    content["m.relates_to"] =
-                        json!({ "rel_type": "m.replace", "event_id": target });
-                    Some(
-                        send(
-                            shared,
-                            &as_ghost,
-                            &portal,
-                            "m.room.message",
-                            &content,
-                            txn,
-                            ts,
-                        )
-                        .await?,
-                    )
+                    Some(send_message(&edit_content(new_content, &message.body, &target)).await?)
                 }
                 RemoteEventKind::Reaction { target, key } => {
                     let target = mapped_target(shared, &portal, target).await?;
@@ -415,6 +397,19 @@ async fn set_state(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The content of an edit of event `target`: the new content, as `m.new_content` and
+/// behind a `* ` fallback for clients without edits.
+fn edit_content(new_content: serde_json::Value, body: &str, target: &EventId) -> serde_json::Value {
+    let mut content = new_content.clone();
+    content["body"] = json!(format!("* {body}"));
+    if let Some(html) = content.get("formatted_body").and_then(|h| h.as_str()) {
+        content["formatted_body"] = json!(format!("* {html}"));
+    }
+    content["m.new_content"] = new_content;
+    content["m.relates_to"] = json!({ "rel_type": "m.replace", "event_id": target });
+    content
 }
 
 /// Gives `target`'s ghost power level `level` in the portal's room, as the bot; `None`
