@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bridge_core::bridge::{BridgeError, BridgeHandle, Permission};
+use bridge_core::bridge::{BridgeHandle, Permission};
 use bridge_core::connector::{
     ConnectorError, DirectChat, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind,
     RemoteMessage,
@@ -746,25 +746,9 @@ impl Network {
 
     /// Queues `event` on the portal `portal` (a remote id).
     async fn queue_on(&self, portal: &str, event: RemoteEvent) {
-        tracing::debug!(%portal, kind = event.kind.name(), id = ?event.id, "queuing an IRC event");
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match self.bridge().queue(portal, &event).await {
-                Ok(_) | Err(BridgeError::UnknownPortal(_)) => return,
-                Err(error) if error.is_transient() => {
-                    tracing::warn!(%error, "cannot queue an IRC event; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = self.stop.cancelled() => return,
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(10));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, %portal, "an IRC event cannot be bridged");
-                    return;
-                }
-            }
-        }
+        self.bridge()
+            .queue_retrying(portal, &event, &self.stop)
+            .await;
     }
 
     /// Joins `channel` with the bot (if not in it) and describes it for its portal.

@@ -1,23 +1,20 @@
 //! bridge-xmpp: the Trestle bridge between Matrix and XMPP.
 //!
 //! The command line, config loading and logging are shared with every Trestle bridge
-//! ([`bridge_core::cli`]); this binary adds its `xmpp` config section ([`network`]) and, in
-//! [`XmppBridge::run`], what happens once everything is loaded.
-
-mod network;
+//! ([`bridge_core::cli`]); this binary adds its `xmpp` config section and, in
+//! [`XmppBridge::run`], the XMPP connector on the bridge runtime.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bridge_core::appservice::NoQueries;
+use bridge_core::bridge::run_bridge;
 use bridge_core::cli::{self, Bridge};
 use bridge_core::config::{BridgeConfig, BridgeInfo};
 use bridge_core::metrics::Metrics;
-use bridge_core::runtime::{FoundationOptions, LogEvents, run_foundation};
+use bridge_xmpp::config::XmppConfig;
+use bridge_xmpp::connector::XmppConnector;
 use registration::Registration;
-
-use crate::network::XmppConfig;
 
 /// The XMPP bridge, as the shared command line sees it.
 struct XmppBridge;
@@ -45,15 +42,8 @@ impl Bridge for XmppBridge {
             component = %config.network.component_domain,
             "starting"
         );
-        // Until the connector exists, events are stored durably and logged (LogEvents).
-        run_foundation(
-            FoundationOptions::from_config(&config, &registration),
-            Arc::new(LogEvents),
-            Arc::new(NoQueries),
-            Metrics::new(),
-            stop,
-        )
-        .await?;
+        let connector = Arc::new(XmppConnector::new(config.network.clone()));
+        run_bridge(&config, &registration, connector, Metrics::new(), stop).await?;
         Ok(())
     }
 }

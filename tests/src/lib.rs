@@ -24,6 +24,7 @@ pub mod process;
 pub mod prosody;
 pub mod synapse;
 pub mod xmpp;
+pub mod xmpp_bridge;
 
 mod paths;
 

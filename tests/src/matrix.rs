@@ -121,6 +121,16 @@ impl MatrixClient {
             .ok_or_else(|| Error::Protocol(format!("no content_uri in {answer}")))
     }
 
+    /// The room's `joined_members` answer: `{"joined": {user: {display_name, ...}}}`.
+    pub async fn joined_members(&self, room: &RoomId) -> Result<Value> {
+        self.request(
+            reqwest::Method::GET,
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            None,
+        )
+        .await
+    }
+
     /// Creates a room from a `createRoom` body and returns its id.
     pub async fn create_room(&self, body: Value) -> Result<OwnedRoomId> {
         let answer = self

@@ -144,15 +144,7 @@ async fn a_channel_portal_carries_messages_both_ways_on_inspircd() {
     let carol_ghost = "@irc_testnet_carol:localhost";
 
     // The ghost of carol, already in the channel, is in the room with her nick.
-    let members = bed
-        .alice
-        .request(
-            reqwest::Method::GET,
-            &format!("/_matrix/client/v3/rooms/{}/joined_members", bed.room),
-            None,
-        )
-        .await
-        .unwrap();
+    let members = bed.alice.joined_members(&bed.room).await.unwrap();
     assert_eq!(
         members["joined"][carol_ghost]["display_name"], "carol",
         "{members}"
@@ -425,7 +417,7 @@ async fn bursts_survive_a_crash(database_url: Option<String>, burst: usize) {
     while bed
         .bridge
         .full_log()
-        .matches("queuing an IRC event")
+        .matches("queuing a remote event")
         .count()
         < burst
     {

@@ -113,15 +113,7 @@ async fn a_dynamic_portal_carries_everything_both_ways() {
             .starts_with("mxc://"),
         "{profile}"
     );
-    let members = bed
-        .alice
-        .request(
-            reqwest::Method::GET,
-            &format!("/_matrix/client/v3/rooms/{}/joined_members", bed.room),
-            None,
-        )
-        .await
-        .unwrap();
+    let members = bed.alice.joined_members(&bed.room).await.unwrap();
     assert!(members["joined"][carol_ghost].is_object(), "{members}");
 
     // Matrix to linechat: alice's puppet joins and speaks.

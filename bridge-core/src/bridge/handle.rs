@@ -162,6 +162,37 @@ impl BridgeHandle {
         Outbox::push(&self.shared, portal, event).await
     }
 
+    /// [`BridgeHandle::queue`] for a connector's reader, which must not lose what it
+    /// read: a passing failure (the database is away) is retried with backoff until
+    /// `stop`; a chat without a portal, or an event that cannot be bridged, is logged
+    /// and skipped.
+    pub async fn queue_retrying(
+        &self,
+        portal: &str,
+        event: &RemoteEvent,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
+        tracing::debug!(%portal, kind = event.kind.name(), id = ?event.id, "queuing a remote event");
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match self.queue(portal, event).await {
+                Ok(_) | Err(BridgeError::UnknownPortal(_)) => return,
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, "cannot queue a remote event; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %portal, "a remote event cannot be bridged");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Makes the portal of a remote chat: records it and creates its room, unless it
     /// exists; then calls [`Connector::portal_created`]. Returns the portal.
     pub async fn create_portal(&self, info: &PortalInfo) -> Result<Portal, BridgeError> {

@@ -1,8 +1,5 @@
-//! The `xmpp` section of the config.
-//!
-//! A placeholder until the XMPP connector lands with its own settings: the bridge will
-//! connect to the XMPP server as an external component (XEP-0114), and these are the
-//! settings that connection needs.
+//! The `xmpp` section of the config: the component connection (XEP-0114) and how the
+//! bridge shows itself in group chats.
 
 use bridge_core::config::{NetworkConfig, Problem, SecretString};
 use serde::Deserialize;
@@ -22,6 +19,21 @@ pub struct XmppConfig {
     pub server_port: u16,
     /// The secret shared with the XMPP server for this component.
     pub component_secret: SecretString,
+    /// The nick of the bridge's bot in group chats (it listens there for the portal).
+    #[serde(default = "default_bot_nick")]
+    pub bot_nick: String,
+    /// Seconds of silence after which the connection is pinged (and as many again
+    /// without an answer before it is dropped and made again).
+    #[serde(default = "default_keepalive_seconds")]
+    pub keepalive_seconds: u64,
+}
+
+fn default_bot_nick() -> String {
+    "Matrix".to_owned()
+}
+
+fn default_keepalive_seconds() -> u64 {
+    60
 }
 
 /// The component port XEP-0114 servers (Prosody, ejabberd) listen on by default.
@@ -43,7 +55,7 @@ impl NetworkConfig for XmppConfig {
         let secret = registration::generate_token();
         format!(
             r#"# The XMPP side: the bridge connects to the XMPP server as an external component
-# (XEP-0114). More settings arrive with the XMPP connector.
+# (XEP-0114).
 xmpp:
   # Domain of the component; XMPP users reach Matrix users at user@<component_domain>.
   # The XMPP server must declare this component (Prosody: Component "<domain>").
@@ -55,6 +67,10 @@ xmpp:
   # Secret shared with the XMPP server for this component (Prosody: component_secret),
   # freshly generated here. Secret: may be given as component_secret_file.
   component_secret: "{secret}"
+  # The nick of the bridge's bot, which sits in every bridged group chat.
+  bot_nick: "Matrix"
+  # Seconds of silence after which the connection to the server is pinged.
+  keepalive_seconds: 60
 "#
         )
     }
@@ -73,6 +89,15 @@ xmpp:
         if self.server_port == 0 {
             problems.push(Problem::new("server_port", "must not be 0"));
         }
+        if self.bot_nick.trim().is_empty() || self.bot_nick.chars().any(char::is_control) {
+            problems.push(Problem::new(
+                "bot_nick",
+                "must not be empty or contain control characters",
+            ));
+        }
+        if !(5..=3600).contains(&self.keepalive_seconds) {
+            problems.push(Problem::new("keepalive_seconds", "must be from 5 to 3600"));
+        }
         if self.component_secret.expose().is_empty() {
             problems.push(Problem::new("component_secret", "must not be empty"));
         }
@@ -81,8 +106,7 @@ xmpp:
 }
 
 /// Whether `domain` is a plausible DNS name: dot-separated labels of ASCII letters, digits
-/// and inner hyphens, at most 253 bytes. Enough for the placeholder; the XMPP connector will
-/// validate JIDs properly.
+/// and inner hyphens, at most 253 bytes.
 fn is_valid_domain(domain: &str) -> bool {
     !domain.is_empty()
         && domain.len() <= 253

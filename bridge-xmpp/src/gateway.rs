@@ -1,0 +1,834 @@
+//! The XMPP side at run time: the component connection, the bot that listens in every
+//! bridged group chat, the puppets that speak for Matrix users, and every stanza the
+//! server sends, handled one at a time in the order it came.
+//!
+//! The bot is the component's own domain with the resource `trestle`; it joins each
+//! portal's room and is the one occupant whose copy of a message or presence is bridged
+//! (every occupant gets one). A Matrix user's puppet joins a room the first time they
+//! speak or join there, under their display name; a taken nick is retried with a suffix.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bridge_core::bridge::BridgeHandle;
+use bridge_core::connector::{
+    ConnectorError, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind, RemoteMessage,
+};
+use ruma::{OwnedUserId, UserId};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_xmpp::Stanza;
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::delay::Delay;
+use tokio_xmpp::parsers::disco::{DiscoInfoResult, Identity};
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+use tokio_xmpp::parsers::muc::Muc;
+use tokio_xmpp::parsers::muc::muc::History;
+use tokio_xmpp::parsers::muc::user::{MucUser, Status};
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::occupant_id::OccupantId;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use tokio_xmpp::parsers::stanza_id::OriginId;
+use tokio_xmpp::parsers::version::VersionResult;
+
+use crate::component::{Component, ComponentOptions, SendError};
+use crate::config::XmppConfig;
+use crate::ids::{GhostId, RESOURCE, alias_suffix, puppet_full_jid, user_of_puppet};
+use crate::rooms::{JoinRefusal, Occupant, Rooms, level_of, nick_candidates};
+
+/// How long a join may take before it counts as failed.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a new portal waits for its room's subject after the bot is in.
+const SUBJECT_WAIT: Duration = Duration::from_secs(3);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A send failure, as the framework takes it: try again later.
+fn retry(error: SendError) -> ConnectorError {
+    ConnectorError::Retry(error.to_string())
+}
+
+/// The XMPP side of the bridge.
+#[derive(Debug)]
+pub struct Gateway {
+    config: XmppConfig,
+    component: Arc<Component>,
+    bridge: OnceLock<BridgeHandle>,
+    rooms: Mutex<Rooms>,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Gateway {
+    /// The gateway for `config`; nothing connects before [`Gateway::start`].
+    pub fn new(config: XmppConfig) -> Arc<Gateway> {
+        let component = Component::new(ComponentOptions {
+            domain: config.component_domain.clone(),
+            host: config.server_host.clone(),
+            port: config.server_port,
+            secret: config.component_secret.expose().to_owned(),
+            keepalive: Duration::from_secs(config.keepalive_seconds),
+        });
+        Arc::new(Gateway {
+            config,
+            component,
+            bridge: OnceLock::new(),
+            rooms: Mutex::new(Rooms::default()),
+            stop: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The framework, once started.
+    pub fn bridge(&self) -> &BridgeHandle {
+        self.bridge
+            .get()
+            .expect("the gateway is started before anything uses it")
+    }
+
+    /// The bot's full JID.
+    fn bot_jid(&self) -> FullJid {
+        BareJid::new(&self.config.component_domain)
+            .and_then(|domain| domain.with_resource_str(RESOURCE))
+            .expect("the component domain was validated as a domain name")
+    }
+
+    /// Connects, and keeps the bot in every portal's room.
+    pub fn start(self: &Arc<Self>, bridge: BridgeHandle) {
+        let _ = self.bridge.set(bridge);
+        let (inbound, mut stanzas) = mpsc::channel(1024);
+        let mut tasks = lock(&self.tasks);
+        tasks.push(tokio::spawn(
+            self.component.clone().run(inbound, self.stop.clone()),
+        ));
+        let gateway = self.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(stanza) = stanzas.recv().await {
+                gateway.on_stanza(stanza).await;
+            }
+        }));
+        let gateway = self.clone();
+        tasks.push(tokio::spawn(
+            async move { gateway.rejoin_on_connect().await },
+        ));
+    }
+
+    /// Disconnects.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// On every new connection: nobody is in any room any more, so the bot joins every
+    /// portal's room again (puppets join again when they next speak).
+    async fn rejoin_on_connect(self: Arc<Self>) {
+        let mut connected = self.component.connected();
+        loop {
+            tokio::select! {
+                changed = connected.changed() => if changed.is_err() { return },
+                () = self.stop.cancelled() => return,
+            }
+            if connected.borrow_and_update().is_none() {
+                lock(&self.rooms).reset();
+                continue;
+            }
+            let portals = match self.bridge().portals().await {
+                Ok(portals) => portals,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list the portals to join their rooms");
+                    continue;
+                }
+            };
+            for portal in portals.iter().filter(|p| p.direct.is_none()) {
+                let Ok(room) = BareJid::new(&portal.remote_id) else {
+                    continue;
+                };
+                if let Err(error) = self.join_bot(&room).await {
+                    tracing::warn!(%room, %error, "the bot cannot join a portal's room");
+                }
+            }
+        }
+    }
+
+    // ----- joining -------------------------------------------------------------------
+
+    /// Joins `room` as `who` under the first of `nicks` the room takes; returns the nick
+    /// it gave.
+    async fn join(
+        &self,
+        room: &BareJid,
+        who: &FullJid,
+        nicks: &[String],
+    ) -> Result<String, ConnectorError> {
+        for nick in nicks {
+            let Ok(occupant) = room.with_resource_str(nick) else {
+                continue;
+            };
+            let (done, answer) = oneshot::channel();
+            {
+                let mut rooms = lock(&self.rooms);
+                rooms.joins.insert((who.clone(), room.clone()), done);
+                rooms.room(room).joining.insert(nick.clone());
+            }
+            let muc = Muc {
+                password: None,
+                history: Some(History {
+                    maxchars: None,
+                    maxstanzas: Some(0),
+                    seconds: None,
+                    since: None,
+                }),
+            };
+            let presence = Presence::available().with_to(occupant).with_payload(muc);
+            let mut presence = presence;
+            presence.from = Some(Jid::from(who.clone()));
+            let sent = self.component.send(presence).await;
+            let answer = match sent {
+                Ok(()) => tokio::time::timeout(JOIN_TIMEOUT, answer).await,
+                Err(error) => {
+                    lock(&self.rooms).room(room).joining.remove(nick);
+                    return Err(retry(error));
+                }
+            };
+            if !matches!(answer, Ok(Ok(Ok(_)))) {
+                lock(&self.rooms).room(room).joining.remove(nick);
+            }
+            match answer {
+                // The caller records the nick, and only then is it no longer "joining".
+                Ok(Ok(Ok(given))) => {
+                    if given != *nick {
+                        lock(&self.rooms).room(room).joining.remove(nick);
+                    }
+                    return Ok(given);
+                }
+                Ok(Ok(Err(JoinRefusal::Conflict))) => {}
+                Ok(Ok(Err(JoinRefusal::Other(reason)))) => {
+                    return Err(ConnectorError::Refused(format!(
+                        "cannot join {room}: {reason}"
+                    )));
+                }
+                Ok(Err(_)) | Err(_) => {
+                    lock(&self.rooms).joins.remove(&(who.clone(), room.clone()));
+                    return Err(ConnectorError::Retry(format!("no answer joining {room}")));
+                }
+            }
+        }
+        Err(ConnectorError::Refused(format!(
+            "every nick tried in {room} is taken"
+        )))
+    }
+
+    /// Puts the bot in `room` (if it is not there).
+    async fn join_bot(&self, room: &BareJid) -> Result<(), ConnectorError> {
+        if lock(&self.rooms).room(room).bot_nick.is_some() {
+            return Ok(());
+        }
+        let nicks = nick_candidates(&self.config.bot_nick, "bridge");
+        let nick = self.join(room, &self.bot_jid(), &nicks).await?;
+        let mut rooms = lock(&self.rooms);
+        let state = rooms.room(room);
+        state.joining.remove(&nick);
+        state.bot_nick = Some(nick);
+        Ok(())
+    }
+
+    /// Joins `room` with the bot and describes it for its portal.
+    pub async fn open_room(&self, room: &BareJid) -> Result<PortalInfo, ConnectorError> {
+        if room.node().is_none() {
+            return Err(ConnectorError::Refused(format!(
+                "{room} is not a group chat"
+            )));
+        }
+        self.wait_connected().await?;
+        self.join_bot(room).await?;
+        // The room sends its subject after the occupants: wait for it a moment.
+        let deadline = tokio::time::Instant::now() + SUBJECT_WAIT;
+        while !lock(&self.rooms).room(room).subject_seen && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rooms = lock(&self.rooms);
+        let state = rooms.rooms.get(room);
+        let members = state
+            .map(|state| {
+                state
+                    .occupants
+                    .iter()
+                    .map(|(nick, occupant)| ghost_info(&occupant.ghost, nick))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(PortalInfo {
+            remote_id: room.to_string(),
+            name: room.node().map(|node| node.to_string()),
+            topic: state
+                .and_then(|s| s.subject.clone())
+                .filter(|s| !s.is_empty()),
+            alias_suffix: Some(alias_suffix(room)),
+            public: true,
+            members,
+            ..PortalInfo::default()
+        })
+    }
+
+    /// Queues the ranks of `room`'s occupants, for a portal made after the bot learnt
+    /// them.
+    pub async fn sync_levels(&self, room: &BareJid) {
+        let ranked: Vec<(GhostInfo, i64)> = lock(&self.rooms)
+            .room(room)
+            .occupants
+            .iter()
+            .filter(|(_, occupant)| occupant.level != 0)
+            .map(|(nick, occupant)| (ghost_info(&occupant.ghost, nick), occupant.level))
+            .collect();
+        for (ghost, level) in ranked {
+            let event = presence_event(
+                ghost.clone(),
+                RemoteEventKind::PowerLevel {
+                    target: ghost,
+                    level,
+                },
+            );
+            self.queue(room, event).await;
+        }
+    }
+
+    /// Waits a moment for the connection, right after a start.
+    async fn wait_connected(&self) -> Result<(), ConnectorError> {
+        let mut connected = self.component.connected();
+        tokio::time::timeout(JOIN_TIMEOUT, connected.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|_| ())
+            .ok_or_else(|| ConnectorError::Retry("not connected to the XMPP server".into()))
+    }
+
+    /// `user`'s puppet in `room` (joining it under `name` if it is not there); returns
+    /// its nick.
+    pub async fn puppet_in(
+        &self,
+        room: &BareJid,
+        user: &UserId,
+        name: Option<&str>,
+    ) -> Result<String, ConnectorError> {
+        if let Some(nick) = lock(&self.rooms).room(room).puppets.get(user) {
+            return Ok(nick.clone());
+        }
+        self.join_bot(room).await?;
+        let jid = self.puppet_jid(user)?;
+        let nicks = nick_candidates(name.unwrap_or(user.localpart()), "matrix");
+        let nick = self.join(room, &jid, &nicks).await?;
+        let mut rooms = lock(&self.rooms);
+        let state = rooms.room(room);
+        state.puppets.insert(user.to_owned(), nick.clone());
+        state.joining.remove(&nick);
+        Ok(nick)
+    }
+
+    /// Takes `user`'s puppet out of `room`.
+    pub async fn puppet_leave(&self, room: &BareJid, user: &UserId) -> Result<(), ConnectorError> {
+        let Some(nick) = lock(&self.rooms).room(room).puppets.remove(user) else {
+            return Ok(());
+        };
+        let Ok(occupant) = room.with_resource_str(&nick) else {
+            return Ok(());
+        };
+        let mut presence = Presence::unavailable().with_to(occupant);
+        presence.from = Some(Jid::from(self.puppet_jid(user)?));
+        self.component.send(presence).await.map_err(retry)
+    }
+
+    fn puppet_jid(&self, user: &UserId) -> Result<FullJid, ConnectorError> {
+        puppet_full_jid(user, &self.config.component_domain)
+            .ok_or_else(|| ConnectorError::Refused(format!("{user} makes no valid XMPP address")))
+    }
+
+    /// Says `body` in `room` as `user`'s puppet, with `id` as the message and origin id.
+    pub async fn say(
+        &self,
+        room: &BareJid,
+        user: &UserId,
+        name: Option<&str>,
+        id: &str,
+        body: &str,
+        payloads: Vec<Element>,
+    ) -> Result<(), ConnectorError> {
+        self.puppet_in(room, user, name).await?;
+        let mut message = Message::groupchat(Some(Jid::from(room.clone())));
+        message.from = Some(Jid::from(self.puppet_jid(user)?));
+        message.id = Some(tokio_xmpp::parsers::message::Id(id.to_owned()));
+        message.bodies.insert(Lang::default(), body.to_owned());
+        message.payloads.push(OriginId { id: id.to_owned() }.into());
+        message.payloads.extend(payloads);
+        self.component.send(message).await.map_err(retry)
+    }
+
+    // ----- what the server sends -----------------------------------------------------
+
+    async fn on_stanza(&self, stanza: Stanza) {
+        match stanza {
+            Stanza::Presence(presence) => self.on_presence(presence).await,
+            Stanza::Message(message) => self.on_message(message).await,
+            Stanza::Iq(iq) => self.on_iq(iq).await,
+        }
+    }
+
+    /// Whether `jid` is the bot.
+    fn is_bot(&self, jid: Option<&Jid>) -> bool {
+        jid.is_some_and(|jid| jid.as_str() == self.bot_jid().as_str())
+    }
+
+    async fn on_presence(&self, presence: Presence) {
+        let (Some(from), Some(to)) = (presence.from.clone(), presence.to.clone()) else {
+            return;
+        };
+        let Ok(occupant) = from.clone().try_into_full() else {
+            return;
+        };
+        let room = occupant.to_bare();
+        let nick = occupant.resource().to_string();
+        let Ok(to) = to.try_into_full() else {
+            return;
+        };
+        let muc_user = presence
+            .payloads
+            .iter()
+            .find(|p| p.is("x", ns::MUC_USER))
+            .and_then(|x| MucUser::try_from(x.clone()).ok());
+        let statuses = muc_user
+            .as_ref()
+            .map(|x| x.status.clone())
+            .unwrap_or_default();
+
+        if presence.type_ == PresenceType::Error {
+            let refusal = match presence
+                .payloads
+                .iter()
+                .find(|p| p.is("error", ns::DEFAULT_NS))
+                .and_then(|e| StanzaError::try_from(e.clone()).ok())
+            {
+                Some(error) if error.defined_condition == DefinedCondition::Conflict => {
+                    JoinRefusal::Conflict
+                }
+                Some(error) => JoinRefusal::Other(describe(&error)),
+                None => JoinRefusal::Other("refused".to_owned()),
+            };
+            if let Some(waiter) = lock(&self.rooms).joins.remove(&(to.clone(), room.clone())) {
+                let _ = waiter.send(Err(refusal));
+            }
+            return;
+        }
+
+        if statuses.contains(&Status::SelfPresence) {
+            self.on_self_presence(&room, &to, &nick, &presence, &statuses)
+                .await;
+            return;
+        }
+        // Every occupant of ours gets a copy: only the bot's is bridged.
+        if to != self.bot_jid() {
+            return;
+        }
+        let item = muc_user.as_ref().and_then(|x| x.items.first());
+        let level = item.map(|i| level_of(&i.affiliation, &i.role)).unwrap_or(0);
+        let ghost = if let Some(id) = occupant_id(&presence.payloads) {
+            GhostId::Occupant {
+                room: room.clone(),
+                id,
+            }
+        } else if let Some(jid) = item.and_then(|i| i.jid.as_ref()) {
+            GhostId::Jid(jid.to_bare())
+        } else {
+            GhostId::Nick {
+                room: room.clone(),
+                nick: nick.clone(),
+            }
+        };
+        tracing::trace!(%room, %nick, %ghost, level, parsed = muc_user.is_some(), "occupant presence");
+        let bot_in = {
+            let mut rooms = lock(&self.rooms);
+            let state = rooms.room(&room);
+            if state.is_ours(&nick) {
+                return;
+            }
+            state.bot_nick.is_some()
+        };
+        if presence.type_ == PresenceType::Unavailable {
+            let known = lock(&self.rooms).room(&room).occupants.remove(&nick);
+            let ghost = known.map(|o| o.ghost).unwrap_or(ghost);
+            if statuses.contains(&Status::NewNick) {
+                // The new nick's presence follows; a ghost known by nick only is another
+                // ghost under the new nick.
+                if !matches!(ghost, GhostId::Nick { .. }) {
+                    return;
+                }
+            }
+            let reason = if statuses.contains(&Status::Kicked) {
+                Some(with_reason(
+                    "kicked",
+                    item.and_then(|i| i.reason.as_ref()).map(|r| r.0.as_str()),
+                ))
+            } else if statuses.contains(&Status::Banned) {
+                Some(with_reason(
+                    "banned",
+                    item.and_then(|i| i.reason.as_ref()).map(|r| r.0.as_str()),
+                ))
+            } else {
+                presence.statuses.values().next().cloned()
+            };
+            self.queue(
+                &room,
+                presence_event(ghost_info(&ghost, &nick), RemoteEventKind::Leave { reason }),
+            )
+            .await;
+            return;
+        }
+        let before = lock(&self.rooms).room(&room).occupants.insert(
+            nick.clone(),
+            Occupant {
+                ghost: ghost.clone(),
+                level,
+            },
+        );
+        if !bot_in {
+            // The occupant list sent before the bot's own presence: the portal's members.
+            return;
+        }
+        let sender = ghost_info(&ghost, &nick);
+        if before.is_none() {
+            self.queue(&room, presence_event(sender.clone(), RemoteEventKind::Join))
+                .await;
+        }
+        if before.map(|o| o.level).unwrap_or(0) != level {
+            self.queue(
+                &room,
+                presence_event(
+                    sender.clone(),
+                    RemoteEventKind::PowerLevel {
+                        target: sender,
+                        level,
+                    },
+                ),
+            )
+            .await;
+        }
+    }
+
+    /// A presence the room sends about one of our own occupants.
+    async fn on_self_presence(
+        &self,
+        room: &BareJid,
+        to: &FullJid,
+        nick: &str,
+        presence: &Presence,
+        statuses: &[Status],
+    ) {
+        let waiter = lock(&self.rooms).joins.remove(&(to.clone(), room.clone()));
+        if presence.type_ != PresenceType::Unavailable {
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(Ok(nick.to_owned()));
+            }
+            return;
+        }
+        if statuses.contains(&Status::NewNick) {
+            return;
+        }
+        // Out of the room: kicked, banned, or the room went away.
+        let user = {
+            let mut rooms = lock(&self.rooms);
+            let state = rooms.room(room);
+            if *to == self.bot_jid() {
+                state.bot_nick = None;
+                None
+            } else {
+                state.puppet_with_nick(nick).cloned().inspect(|user| {
+                    state.puppets.remove(user);
+                })
+            }
+        };
+        if let Some(user) = user
+            && (statuses.contains(&Status::Kicked) || statuses.contains(&Status::Banned))
+        {
+            self.report(room, &user, &format!("{room} removed you ({nick})"))
+                .await;
+        }
+    }
+
+    async fn on_message(&self, message: Message) {
+        let (Some(from), Some(to)) = (message.from.clone(), message.to.clone()) else {
+            return;
+        };
+        match message.type_ {
+            MessageType::Groupchat if self.is_bot(Some(&to)) => {
+                self.on_groupchat(&from, message).await;
+            }
+            MessageType::Error => {
+                let Some(user) = user_of_puppet(&to.to_bare()) else {
+                    return;
+                };
+                let reason = message
+                    .payloads
+                    .iter()
+                    .find(|p| p.is("error", ns::DEFAULT_NS))
+                    .and_then(|e| StanzaError::try_from(e.clone()).ok())
+                    .map(|e| describe(&e))
+                    .unwrap_or_else(|| "refused".to_owned());
+                let room = from.to_bare();
+                self.report(
+                    &room,
+                    &user,
+                    &format!("{room} did not take your message: {reason}"),
+                )
+                .await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_groupchat(&self, from: &Jid, message: Message) {
+        let room = from.to_bare();
+        let nick = from.resource().map(|r| r.to_string());
+        let timestamp = message
+            .payloads
+            .iter()
+            .find(|p| p.is("delay", ns::DELAY))
+            .and_then(|d| Delay::try_from(d.clone()).ok())
+            .map(|d| d.stamp.0.timestamp_millis());
+        let id = message.id.as_ref().map(|id| id.0.clone());
+        let (ghost, subject_changed) = {
+            let mut rooms = lock(&self.rooms);
+            let state = rooms.room(&room);
+            // A subject without a body sets it; the room sends it last to whoever joins,
+            // so the first one after the bot's join is the room's, not a change.
+            let mut changed = false;
+            if let Some((_, subject)) = message.get_best_subject(vec![])
+                && message.bodies.is_empty()
+            {
+                let first = !state.subject_seen;
+                state.subject_seen = true;
+                changed = !first && state.subject.as_ref() != Some(subject);
+                state.subject = Some(subject.clone());
+                if !changed {
+                    return;
+                }
+            }
+            let Some(nick) = nick.as_deref().filter(|nick| !state.is_ours(nick)) else {
+                // From the room itself, or a puppet's message reflected: it came from
+                // Matrix.
+                return;
+            };
+            (state.occupants.get(nick).map(|o| o.ghost.clone()), changed)
+        };
+        let nick = nick.unwrap_or_default();
+        let ghost = ghost
+            .or_else(|| {
+                occupant_id(&message.payloads).map(|id| GhostId::Occupant {
+                    room: room.clone(),
+                    id,
+                })
+            })
+            .unwrap_or_else(|| GhostId::Nick {
+                room: room.clone(),
+                nick: nick.clone(),
+            });
+        let sender = ghost_info(&ghost, &nick);
+        if subject_changed {
+            let topic = message
+                .get_best_subject(vec![])
+                .map(|(_, subject)| subject.clone())
+                .unwrap_or_default();
+            self.queue(
+                &room,
+                RemoteEvent {
+                    id,
+                    sender,
+                    timestamp,
+                    kind: RemoteEventKind::Topic { topic },
+                },
+            )
+            .await;
+            return;
+        }
+        let Some((_, body)) = message.get_best_body(vec![]) else {
+            return;
+        };
+        let remote = match body.strip_prefix("/me ") {
+            Some(action) => RemoteMessage {
+                kind: MessageKind::Emote,
+                ..RemoteMessage::text(action)
+            },
+            None => RemoteMessage::text(body.clone()),
+        };
+        self.queue(
+            &room,
+            RemoteEvent {
+                id,
+                sender,
+                timestamp,
+                kind: RemoteEventKind::Message(remote),
+            },
+        )
+        .await;
+    }
+
+    async fn on_iq(&self, iq: Iq) {
+        let (from, to, id, answer) = match iq {
+            Iq::Get {
+                from,
+                to,
+                id,
+                payload,
+            } => {
+                let answer = self
+                    .answer_get(to.as_ref(), &payload)
+                    .ok_or_else(unavailable);
+                (from, to, id, answer)
+            }
+            Iq::Set { from, to, id, .. } => (from, to, id, Err(unavailable())),
+            // Answers to keepalive pings, and errors: nothing waits for them.
+            Iq::Result { .. } | Iq::Error { .. } => return,
+        };
+        let reply = match answer {
+            Ok(payload) => Iq::Result {
+                from: to,
+                to: from,
+                id,
+                payload,
+            },
+            Err(error) => Iq::Error {
+                from: to,
+                to: from,
+                id,
+                error,
+                payload: None,
+            },
+        };
+        if let Err(error) = self.component.send(reply).await {
+            tracing::debug!(%error, "cannot answer an IQ");
+        }
+    }
+
+    /// The answer to an IQ get sent to the component (`to` its domain) or one of its
+    /// users: ping (XEP-0199), service discovery (XEP-0030) and version (XEP-0092);
+    /// `None` for anything else.
+    fn answer_get(&self, to: Option<&Jid>, payload: &Element) -> Option<Option<Element>> {
+        if payload.is("ping", ns::PING) {
+            return Some(None);
+        }
+        if payload.is("query", ns::DISCO_INFO) {
+            let identity = if to.is_some_and(|to| to.as_str() == self.config.component_domain) {
+                Identity::new("gateway", "matrix", "en", "Matrix (Trestle)")
+            } else {
+                Identity::new_anonymous::<_, _, String, String>("client", "pc")
+            };
+            let features = [ns::DISCO_INFO, ns::PING, ns::VERSION, ns::MUC]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            let info = DiscoInfoResult {
+                node: None,
+                identities: vec![identity],
+                features,
+                extensions: Vec::new(),
+            };
+            return Some(Some(info.into()));
+        }
+        if payload.is("query", ns::VERSION) {
+            let version = VersionResult {
+                name: "Trestle".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                os: None,
+            };
+            return Some(Some(version.into()));
+        }
+        None
+    }
+
+    // ----- to Matrix ----------------------------------------------------------------
+
+    /// Queues `event` on `room`'s portal; a room without a portal is skipped.
+    async fn queue(&self, room: &BareJid, event: RemoteEvent) {
+        self.bridge()
+            .queue_retrying(room.as_str(), &event, &self.stop)
+            .await;
+    }
+
+    /// Tells `user`, in `room`'s portal, what went wrong for them.
+    async fn report(&self, room: &BareJid, user: &OwnedUserId, text: &str) {
+        let bridge = self.bridge();
+        match bridge.portal(room.as_str()).await {
+            Ok(Some(portal)) => {
+                if let Err(error) = bridge
+                    .notice(&portal.room_id, &format!("{user}: {text}"))
+                    .await
+                {
+                    tracing::warn!(%error, "cannot report to a Matrix user");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot look up a portal"),
+        }
+    }
+}
+
+/// An event of presence (no id, no time of its own) sent by `sender`.
+fn presence_event(sender: GhostInfo, kind: RemoteEventKind) -> RemoteEvent {
+    RemoteEvent {
+        id: None,
+        sender,
+        timestamp: None,
+        kind,
+    }
+}
+
+/// A ghost as the framework takes it, named by its nick.
+fn ghost_info(ghost: &GhostId, nick: &str) -> GhostInfo {
+    GhostInfo {
+        id: ghost.to_string(),
+        name: Some(nick.to_owned()),
+        avatar: None,
+    }
+}
+
+/// The XEP-0421 occupant id among a stanza's payloads.
+fn occupant_id(payloads: &[Element]) -> Option<String> {
+    payloads
+        .iter()
+        .find(|p| p.is("occupant-id", ns::OID))
+        .and_then(|p| OccupantId::try_from(p.clone()).ok())
+        .map(|o| o.id)
+}
+
+/// `what`, with the reason given if any.
+fn with_reason(what: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) if !reason.is_empty() => format!("{what}: {reason}"),
+        _ => what.to_owned(),
+    }
+}
+
+/// An XMPP error for a person: its text, else its condition.
+fn describe(error: &StanzaError) -> String {
+    error
+        .texts
+        .values()
+        .next()
+        .cloned()
+        .unwrap_or_else(|| format!("{:?}", error.defined_condition))
+}
+
+fn unavailable() -> StanzaError {
+    StanzaError::new(
+        ErrorType::Cancel,
+        DefinedCondition::ServiceUnavailable,
+        "en",
+        "not supported by the bridge",
+    )
+}

@@ -1,0 +1,16 @@
+//! bridge-xmpp's library: the XMPP connector and its parts.
+//!
+//! - [`config`]: the `xmpp` config section;
+//! - [`connector`]: what bridge-core asks of XMPP, carried out by the [`gateway`];
+//! - [`gateway`]: the XMPP side at run time: the bot in group chats, puppets, and every
+//!   stanza the server sends;
+//! - [`rooms`]: what the bridge knows of the group chats it is in;
+//! - [`component`]: the component connection (XEP-0114), kept up;
+//! - [`ids`]: XMPP addresses as bridge ids, Matrix ids as XMPP addresses.
+
+pub mod component;
+pub mod config;
+pub mod connector;
+pub mod gateway;
+pub mod ids;
+pub mod rooms;
