@@ -7,6 +7,7 @@
 //! (every occupant gets one). A Matrix user's puppet joins a room the first time they
 //! speak or join there, under their display name; a taken nick is retried with a suffix.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::occupant_id::OccupantId;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
-use tokio_xmpp::parsers::stanza_id::OriginId;
+use tokio_xmpp::parsers::stanza_id::{OriginId, StanzaId};
 use tokio_xmpp::parsers::version::VersionResult;
 
 use crate::component::{Component, ComponentOptions, SendError};
@@ -41,11 +42,43 @@ use crate::rooms::{JoinRefusal, Occupant, Rooms, level_of, nick_candidates};
 
 /// How long a join may take before it counts as failed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How many rooms the bot joins at once after a reconnect.
+const CONCURRENT_JOINS: usize = 16;
+/// History asked for beyond the last message seen, for clocks that differ.
+const HISTORY_SLACK_SECONDS: i64 = 60;
 /// How long a new portal waits for its room's subject after the bot is in.
 const SUBJECT_WAIT: Duration = Duration::from_secs(3);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// When a room's last bridged message was sent, and when that was last saved.
+#[derive(Debug)]
+struct LastSeen {
+    at: i64,
+    saved: Option<std::time::Instant>,
+}
+
+fn last_seen_key(room: &BareJid) -> String {
+    format!("last-seen:{room}")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// No history: for puppets, and for a room's first join.
+fn no_history() -> History {
+    History {
+        maxchars: None,
+        maxstanzas: Some(0),
+        seconds: None,
+        since: None,
+    }
 }
 
 /// A send failure, as the framework takes it: try again later.
@@ -60,6 +93,8 @@ pub struct Gateway {
     component: Arc<Component>,
     bridge: OnceLock<BridgeHandle>,
     rooms: Mutex<Rooms>,
+    /// When the last message bridged from each room was sent.
+    last_seen: Mutex<HashMap<BareJid, LastSeen>>,
     stop: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -79,6 +114,7 @@ impl Gateway {
             component,
             bridge: OnceLock::new(),
             rooms: Mutex::new(Rooms::default()),
+            last_seen: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         })
@@ -130,31 +166,45 @@ impl Gateway {
     /// On every new connection: nobody is in any room any more, so the bot joins every
     /// portal's room again (puppets join again when they next speak).
     async fn rejoin_on_connect(self: Arc<Self>) {
+        use futures::StreamExt as _;
         let mut connected = self.component.connected();
+        // The generation whose rooms are joined; the connection may be up before this
+        // task looks, so the first one counts as a change too.
+        let mut joined = None;
         loop {
-            tokio::select! {
-                changed = connected.changed() => if changed.is_err() { return },
+            let generation = tokio::select! {
+                seen = connected.wait_for(|now| *now != joined) => match seen {
+                    Ok(now) => *now,
+                    Err(_) => return,
+                },
                 () = self.stop.cancelled() => return,
-            }
-            if connected.borrow_and_update().is_none() {
+            };
+            if generation.is_none() {
                 lock(&self.rooms).reset();
+                joined = None;
                 continue;
             }
             let portals = match self.bridge().portals().await {
                 Ok(portals) => portals,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot list the portals to join their rooms");
+                    tracing::warn!(%error, "cannot list the portals to join their rooms; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
-            for portal in portals.iter().filter(|p| p.direct.is_none()) {
-                let Ok(room) = BareJid::new(&portal.remote_id) else {
-                    continue;
-                };
-                if let Err(error) = self.join_bot(&room).await {
-                    tracing::warn!(%room, %error, "the bot cannot join a portal's room");
-                }
-            }
+            joined = generation;
+            let rooms = portals
+                .iter()
+                .filter(|p| p.direct.is_none())
+                .filter_map(|p| BareJid::new(&p.remote_id).ok());
+            let gateway = &self;
+            futures::stream::iter(rooms)
+                .for_each_concurrent(CONCURRENT_JOINS, |room| async move {
+                    if let Err(error) = gateway.join_bot(&room).await {
+                        tracing::warn!(%room, %error, "the bot cannot join a portal's room");
+                    }
+                })
+                .await;
         }
     }
 
@@ -167,6 +217,7 @@ impl Gateway {
         room: &BareJid,
         who: &FullJid,
         nicks: &[String],
+        history: History,
     ) -> Result<String, ConnectorError> {
         for nick in nicks {
             let Ok(occupant) = room.with_resource_str(nick) else {
@@ -180,12 +231,7 @@ impl Gateway {
             }
             let muc = Muc {
                 password: None,
-                history: Some(History {
-                    maxchars: None,
-                    maxstanzas: Some(0),
-                    seconds: None,
-                    since: None,
-                }),
+                history: Some(history.clone()),
             };
             let presence = Presence::available().with_to(occupant).with_payload(muc);
             let mut presence = presence;
@@ -226,13 +272,27 @@ impl Gateway {
         )))
     }
 
-    /// Puts the bot in `room` (if it is not there).
+    /// Puts the bot in `room` (if it is not there). The room's history since the last
+    /// message bridged from it comes too, so nothing said while the bridge was away is
+    /// lost (the framework drops what it already has by message id); a room never seen
+    /// before gives none.
     async fn join_bot(&self, room: &BareJid) -> Result<(), ConnectorError> {
         if lock(&self.rooms).room(room).bot_nick.is_some() {
             return Ok(());
         }
+        let history = match self.last_seen(room).await {
+            Some(seen) => {
+                let age = (now_ms() - seen).max(0) / 1000;
+                History {
+                    seconds: Some(u32::try_from(age + HISTORY_SLACK_SECONDS).unwrap_or(u32::MAX)),
+                    maxstanzas: None,
+                    ..no_history()
+                }
+            }
+            None => no_history(),
+        };
         let nicks = nick_candidates(&self.config.bot_nick, "bridge");
-        let nick = self.join(room, &self.bot_jid(), &nicks).await?;
+        let nick = self.join(room, &self.bot_jid(), &nicks, history).await?;
         let mut rooms = lock(&self.rooms);
         let state = rooms.room(room);
         state.joining.remove(&nick);
@@ -276,6 +336,49 @@ impl Gateway {
             members,
             ..PortalInfo::default()
         })
+    }
+
+    /// When the last message bridged from `room` was sent (ms since the epoch), if one
+    /// ever was.
+    async fn last_seen(&self, room: &BareJid) -> Option<i64> {
+        if let Some(seen) = lock(&self.last_seen).get(room) {
+            return Some(seen.at);
+        }
+        match self.bridge().state(&last_seen_key(room)).await {
+            Ok(value) => value.and_then(|v| v.parse().ok()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read when a room was last seen");
+                None
+            }
+        }
+    }
+
+    /// Notes that a message sent at `at` was bridged from `room`. It is saved at most
+    /// once a second per room: an older mark only asks for more history, which the
+    /// framework recognises by message id.
+    async fn seen(&self, room: &BareJid, at: i64) {
+        let save = {
+            let mut all = lock(&self.last_seen);
+            let seen = all
+                .entry(room.clone())
+                .or_insert(LastSeen { at, saved: None });
+            seen.at = seen.at.max(at);
+            let due = seen
+                .saved
+                .is_none_or(|saved| saved.elapsed() >= Duration::from_secs(1));
+            if due {
+                seen.saved = Some(std::time::Instant::now());
+            }
+            due.then_some(seen.at)
+        };
+        if let Some(at) = save
+            && let Err(error) = self
+                .bridge()
+                .set_state(&last_seen_key(room), &at.to_string())
+                .await
+        {
+            tracing::warn!(%error, "cannot save when a room was last seen");
+        }
     }
 
     /// Queues the ranks of `room`'s occupants, for a portal made after the bot learnt
@@ -325,7 +428,7 @@ impl Gateway {
         self.join_bot(room).await?;
         let jid = self.puppet_jid(user)?;
         let nicks = nick_candidates(name.unwrap_or(user.localpart()), "matrix");
-        let nick = self.join(room, &jid, &nicks).await?;
+        let nick = self.join(room, &jid, &nicks, no_history()).await?;
         let mut rooms = lock(&self.rooms);
         let state = rooms.room(room);
         state.puppets.insert(user.to_owned(), nick.clone());
@@ -374,6 +477,7 @@ impl Gateway {
     // ----- what the server sends -----------------------------------------------------
 
     async fn on_stanza(&self, stanza: Stanza) {
+        tracing::trace!(?stanza, "stanza from the server");
         match stanza {
             Stanza::Presence(presence) => self.on_presence(presence).await,
             Stanza::Message(message) => self.on_message(message).await,
@@ -601,7 +705,13 @@ impl Gateway {
             .find(|p| p.is("delay", ns::DELAY))
             .and_then(|d| Delay::try_from(d.clone()).ok())
             .map(|d| d.stamp.0.timestamp_millis());
-        let id = message.id.as_ref().map(|id| id.0.clone());
+        // The sender's id, else the one the room gave (XEP-0359): a message seen again
+        // in history is recognised by it.
+        let id = message
+            .id
+            .as_ref()
+            .map(|id| id.0.clone())
+            .or_else(|| stanza_id(&message.payloads, &room));
         let (ghost, subject_changed) = {
             let mut rooms = lock(&self.rooms);
             let state = rooms.room(&room);
@@ -676,6 +786,7 @@ impl Gateway {
             },
         )
         .await;
+        self.seen(&room, timestamp.unwrap_or_else(now_ms)).await;
     }
 
     async fn on_iq(&self, iq: Iq) {
@@ -804,6 +915,16 @@ fn occupant_id(payloads: &[Element]) -> Option<String> {
         .find(|p| p.is("occupant-id", ns::OID))
         .and_then(|p| OccupantId::try_from(p.clone()).ok())
         .map(|o| o.id)
+}
+
+/// The id `room` gave a message (XEP-0359).
+fn stanza_id(payloads: &[Element], room: &BareJid) -> Option<String> {
+    payloads
+        .iter()
+        .filter(|p| p.is("stanza-id", ns::SID))
+        .filter_map(|p| StanzaId::try_from(p.clone()).ok())
+        .find(|s| s.by.as_str() == room.as_str())
+        .map(|s| s.id)
 }
 
 /// `what`, with the reason given if any.

@@ -55,20 +55,7 @@ impl Prosody {
             ],
             &config,
         )?;
-        let mut command = Command::new(program("prosody")?);
-        command.arg("--config").arg(&config).arg("-F");
-        let process = ServerProcess::spawn("prosody", command, &dir.join("prosody.stdout.log"))?;
-        process
-            .wait_ready(Duration::from_secs(30), || async {
-                stream_opens(c2s_port, "jabber:client", Self::DOMAIN).await
-                    && stream_opens(
-                        component_port,
-                        "jabber:component:accept",
-                        Self::COMPONENT_DOMAIN,
-                    )
-                    .await
-            })
-            .await?;
+        let process = spawn(&config, c2s_port, component_port).await?;
         Ok(Prosody {
             process,
             config,
@@ -76,6 +63,14 @@ impl Prosody {
             component_port,
             component_secret,
         })
+    }
+
+    /// Stops the server (as a crash would: SIGKILL) and starts it again on the same
+    /// ports and data; accounts stay, non-persistent rooms are gone.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process.kill();
+        self.process = spawn(&self.config, self.c2s_port, self.component_port).await?;
+        Ok(())
     }
 
     /// Creates a user account `user@localhost`.
@@ -119,6 +114,26 @@ impl Prosody {
     pub fn process(&self) -> &ServerProcess {
         &self.process
     }
+}
+
+/// Starts Prosody with `config` and waits until both its ports answer.
+async fn spawn(config: &Path, c2s_port: u16, component_port: u16) -> Result<ServerProcess> {
+    let mut command = Command::new(program("prosody")?);
+    command.arg("--config").arg(config).arg("-F");
+    let log = config.with_file_name("prosody.stdout.log");
+    let process = ServerProcess::spawn("prosody", command, &log)?;
+    process
+        .wait_ready(Duration::from_secs(30), || async {
+            stream_opens(c2s_port, "jabber:client", Prosody::DOMAIN).await
+                && stream_opens(
+                    component_port,
+                    "jabber:component:accept",
+                    Prosody::COMPONENT_DOMAIN,
+                )
+                .await
+        })
+        .await?;
+    Ok(process)
 }
 
 /// Whether an XMPP server answers a stream header on `port` with its own.

@@ -224,8 +224,20 @@ impl XmppClient {
         }
     }
 
-    /// Joins a MUC as `room@service/nick` and waits for the self-presence (status 110).
+    /// Joins a MUC as `room@service/nick` without history and waits for the
+    /// self-presence (status 110).
     pub async fn join_muc(&mut self, room: &str, nick: &str) -> Result<()> {
+        self.join_muc_with_history(room, nick, 0).await
+    }
+
+    /// Joins a MUC as `room@service/nick`, asking for its last `history` messages, and
+    /// waits for the self-presence (status 110).
+    pub async fn join_muc_with_history(
+        &mut self,
+        room: &str,
+        nick: &str,
+        history: u32,
+    ) -> Result<()> {
         let occupant = format!("{room}/{nick}");
         let presence = Element::builder("presence", NS_CLIENT)
             .attr(name("to"), occupant.as_str())
@@ -233,7 +245,7 @@ impl XmppClient {
                 Element::builder("x", NS_MUC)
                     .append(
                         Element::builder("history", NS_MUC)
-                            .attr(name("maxstanzas"), "0")
+                            .attr(name("maxstanzas"), history.to_string())
                             .build(),
                     )
                     .build(),

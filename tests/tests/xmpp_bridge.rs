@@ -313,3 +313,68 @@ async fn a_stanza_the_bridge_cannot_read_is_answered_with_an_error_and_the_bridg
     bed.matrix_event(|e| e["sender"] == carol_ghost.as_str() && e["content"]["body"] == "after")
         .await;
 }
+
+#[tokio::test]
+async fn restarts_of_the_bridge_and_of_prosody_lose_nothing() {
+    let mut bed = bed("restart").await;
+    let carol_ghost = bed.ghost_named("carol").await;
+    bed.carol.send_groupchat(&bed.muc, "before").await.unwrap();
+    bed.matrix_event(|e| e["sender"] == carol_ghost.as_str() && e["content"]["body"] == "before")
+        .await;
+
+    // The bridge dies; what is said meanwhile comes from the room's history when it is
+    // back, once each and in order.
+    bed.bridge.kill();
+    for i in 1..=3 {
+        bed.carol
+            .send_groupchat(&bed.muc, &format!("while the bridge was down {i}"))
+            .await
+            .unwrap();
+    }
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    bed.matrix_event(|e| {
+        e["sender"] == carol_ghost.as_str() && e["content"]["body"] == "while the bridge was down 3"
+    })
+    .await;
+    let bodies = bed
+        .alice
+        .bodies_from(&bed.room, &carol_ghost, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        bodies,
+        [
+            "before",
+            "while the bridge was down 1",
+            "while the bridge was down 2",
+            "while the bridge was down 3"
+        ]
+    );
+
+    // Prosody dies: a message from Matrix meanwhile waits, and goes once the component
+    // is back in the room (the room, not persistent, is made again).
+    bed.prosody.restart().await.unwrap();
+    bed.alice
+        .send_text(&bed.room, "while prosody was down")
+        .await
+        .unwrap();
+    let mut carol = bed.prosody.client("carol", "carol-password").await.unwrap();
+    carol
+        .join_muc_with_history(&bed.muc, "carol", 20)
+        .await
+        .unwrap();
+    bed.carol = carol;
+    bed.xmpp_message("alice", "while prosody was down").await;
+    bed.carol
+        .send_groupchat(&bed.muc, "after the restart")
+        .await
+        .unwrap();
+    // In the room made again carol has a new occupant id, so a new ghost.
+    bed.matrix_event(|e| {
+        e["sender"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("@xmpp_"))
+            && e["content"]["body"] == "after the restart"
+    })
+    .await;
+}
