@@ -1,21 +1,27 @@
 //! The XMPP connector: what bridge-core asks of the XMPP side, carried out by the
 //! [`Gateway`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bridge_core::bridge::BridgeHandle;
 use bridge_core::connector::{
-    Capabilities, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixMembership,
-    MatrixMessage, Membership, MessageKind, Portal, PortalInfo,
+    Capabilities, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixEdit,
+    MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, Membership, MessageKind,
+    Portal, PortalInfo,
 };
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::message::Id;
+use tokio_xmpp::parsers::message_correct::Replace;
 use tokio_xmpp::parsers::oob::Oob;
+use tokio_xmpp::parsers::reactions::{Reaction, Reactions};
 
 use crate::config::XmppConfig;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, parse_reaction_id, reaction_id};
 use crate::ids::{GhostId, room_of_alias};
+use crate::payloads::{Fallback, FallbackBody, NS_REPLY, NS_RETRACT, Reply, Retract};
 
 /// The XMPP connector.
 #[derive(Debug)]
@@ -43,8 +49,15 @@ impl XmppConnector {
 }
 
 /// The body and payloads of a Matrix message on XMPP: an emote as `/me`, a file as its
-/// link in the body and as an out-of-band link (XEP-0066), which clients show inline.
-fn message_content(bridge: &BridgeHandle, message: &MatrixMessage) -> (String, Vec<Element>) {
+/// link in the body and as an out-of-band link (XEP-0066), which clients show inline; a
+/// reply as a reply (XEP-0461) whose `nick: ` prefix is marked as the fallback for
+/// clients without replies.
+fn message_content(
+    gateway: &Gateway,
+    room: &BareJid,
+    message: &MatrixMessage,
+) -> (String, Vec<Element>) {
+    let bridge = gateway.bridge();
     let mut body = match message.kind {
         MessageKind::Emote => format!("/me {}", message.body),
         _ => message.body.clone(),
@@ -68,7 +81,48 @@ fn message_content(bridge: &BridgeHandle, message: &MatrixMessage) -> (String, V
             .into(),
         );
     }
+    if let Some(reply) = &message.reply_to {
+        let nick = gateway.nick_of_sender(room, &reply.sender);
+        payloads.push(
+            Reply {
+                to: nick
+                    .as_ref()
+                    .and_then(|nick| room.with_resource_str(nick).ok())
+                    .map(|jid| jid.to_string()),
+                id: gateway.room_stanza_id(room, &reply.remote_id),
+            }
+            .into(),
+        );
+        if let Some(nick) = nick {
+            let prefix = format!("{nick}: ");
+            payloads.push(
+                Fallback {
+                    for_: NS_REPLY.to_owned(),
+                    bodies: vec![FallbackBody {
+                        start: Some(0),
+                        end: Some(prefix.chars().count()),
+                    }],
+                }
+                .into(),
+            );
+            body = prefix + &body;
+        }
+    }
     (body, payloads)
+}
+
+/// A user's reactions `keys` to `message` (XEP-0444), naming it as the room does.
+fn reactions_payload(
+    gateway: &Gateway,
+    room: &BareJid,
+    message: &str,
+    keys: BTreeSet<String>,
+) -> Element {
+    Reactions {
+        id: gateway.room_stanza_id(room, message),
+        reactions: keys.into_iter().map(|emoji| Reaction { emoji }).collect(),
+    }
+    .into()
 }
 
 #[async_trait]
@@ -77,7 +131,13 @@ impl Connector for XmppConnector {
         ConnectorInfo {
             network: "xmpp",
             display_name: "XMPP",
-            capabilities: Capabilities::default(),
+            capabilities: Capabilities {
+                edits: true,
+                redactions: true,
+                reactions: true,
+                typing: false,
+                receipts: false,
+            },
         }
     }
 
@@ -127,7 +187,7 @@ impl Connector for XmppConnector {
         message: &MatrixMessage,
     ) -> Result<Vec<String>, ConnectorError> {
         let room = Self::room(portal)?;
-        let (body, payloads) = message_content(self.gateway.bridge(), message);
+        let (body, payloads) = message_content(&self.gateway, &room, message);
         // The event id is the message's id: a repeat after a crash carries the same one.
         let id = message.event_id.to_string();
         self.gateway
@@ -136,11 +196,122 @@ impl Connector for XmppConnector {
                 &message.sender,
                 message.sender_name.as_deref(),
                 &id,
-                &body,
+                Some(&body),
                 payloads,
             )
             .await?;
         Ok(vec![id])
+    }
+
+    async fn handle_edit(
+        &self,
+        portal: &Portal,
+        edit: &MatrixEdit,
+    ) -> Result<Vec<String>, ConnectorError> {
+        // A correction (XEP-0308) names the message by the id it was sent with.
+        let room = Self::room(portal)?;
+        let new_content = MatrixMessage {
+            reply_to: None,
+            ..edit.new_content.clone()
+        };
+        let (body, mut payloads) = message_content(&self.gateway, &room, &new_content);
+        payloads.push(
+            Replace {
+                id: Id(edit.target.remote_id.clone()),
+            }
+            .into(),
+        );
+        let id = edit.event_id.to_string();
+        self.gateway
+            .say(
+                &room,
+                &edit.sender,
+                new_content.sender_name.as_deref(),
+                &id,
+                Some(&body),
+                payloads,
+            )
+            .await?;
+        Ok(vec![id])
+    }
+
+    async fn handle_redaction(
+        &self,
+        portal: &Portal,
+        redaction: &MatrixRedaction,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let room = Self::room(portal)?;
+        let sender = redaction.sender.as_str();
+        for (n, target) in redaction.targets.iter().enumerate() {
+            let id = format!("{}.{n}", redaction.event_id);
+            if let Some((reactor, message, key)) = parse_reaction_id(&target.remote_id) {
+                // A reaction taken back: the user's remaining reactions go as the set.
+                if reactor != sender {
+                    continue;
+                }
+                let mut keys = self.gateway.reactions_of(&room, sender, &message);
+                keys.remove(&key);
+                self.gateway
+                    .set_reactions(&room, sender, &message, keys.clone());
+                let payload = reactions_payload(&self.gateway, &room, &message, keys);
+                self.gateway
+                    .say(&room, &redaction.sender, None, &id, None, vec![payload])
+                    .await?;
+                continue;
+            }
+            if target.sender != sender {
+                return Err(ConnectorError::Refused(
+                    "on XMPP only the author can take back a message".to_owned(),
+                ));
+            }
+            // A retraction (XEP-0424), with a fallback body for clients without it.
+            let retract = Retract {
+                id: self.gateway.room_stanza_id(&room, &target.remote_id),
+            };
+            let fallback = Fallback {
+                for_: NS_RETRACT.to_owned(),
+                bodies: Vec::new(),
+            };
+            let body = "/me retracted a previous message, but your client does not support it";
+            self.gateway
+                .say(
+                    &room,
+                    &redaction.sender,
+                    None,
+                    &id,
+                    Some(body),
+                    vec![retract.into(), fallback.into()],
+                )
+                .await?;
+        }
+        Ok(Vec::new())
+    }
+
+    async fn handle_reaction(
+        &self,
+        portal: &Portal,
+        reaction: &MatrixReaction,
+    ) -> Result<Vec<String>, ConnectorError> {
+        // XMPP sends a user's whole set of reactions to a message (XEP-0444).
+        let room = Self::room(portal)?;
+        let sender = reaction.sender.as_str();
+        let message = &reaction.target.remote_id;
+        let mut keys = self.gateway.reactions_of(&room, sender, message);
+        keys.insert(reaction.key.clone());
+        self.gateway
+            .set_reactions(&room, sender, message, keys.clone());
+        let payload = reactions_payload(&self.gateway, &room, message, keys);
+        self.gateway
+            .say(
+                &room,
+                &reaction.sender,
+                None,
+                reaction.event_id.as_str(),
+                None,
+                vec![payload],
+            )
+            .await?;
+        Ok(vec![reaction_id(sender, message, &reaction.key)])
     }
 
     async fn handle_membership(

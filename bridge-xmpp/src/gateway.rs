@@ -7,7 +7,7 @@
 //! (every occupant gets one). A Matrix user's puppet joins a room the first time they
 //! speak or join there, under their display name; a taken nick is retried with a suffix.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -25,12 +25,14 @@ use tokio_xmpp::parsers::delay::Delay;
 use tokio_xmpp::parsers::disco::{DiscoInfoResult, Identity};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+use tokio_xmpp::parsers::message_correct::Replace;
 use tokio_xmpp::parsers::muc::Muc;
 use tokio_xmpp::parsers::muc::muc::History;
 use tokio_xmpp::parsers::muc::user::{MucUser, Status};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::occupant_id::OccupantId;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::reactions::Reactions;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::parsers::stanza_id::{OriginId, StanzaId};
 use tokio_xmpp::parsers::version::VersionResult;
@@ -38,7 +40,9 @@ use tokio_xmpp::parsers::version::VersionResult;
 use crate::component::{Component, ComponentOptions, SendError};
 use crate::config::XmppConfig;
 use crate::ids::{GhostId, RESOURCE, alias_suffix, puppet_full_jid, user_of_puppet};
+use crate::payloads::{Fallback, NS_REPLY, NS_RETRACT, Reply, Retract, strip_fallback};
 use crate::rooms::{JoinRefusal, Occupant, Rooms, level_of, nick_candidates};
+use crate::stanza_ids::StanzaIds;
 
 /// How long a join may take before it counts as failed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -95,6 +99,10 @@ pub struct Gateway {
     rooms: Mutex<Rooms>,
     /// When the last message bridged from each room was sent.
     last_seen: Mutex<HashMap<BareJid, LastSeen>>,
+    /// The ids rooms gave recent messages.
+    stanza_ids: Mutex<StanzaIds>,
+    /// Each user's reactions to each message, by room (XMPP sends the whole set).
+    reactions: Mutex<HashMap<(BareJid, String, String), BTreeSet<String>>>,
     stop: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -115,6 +123,8 @@ impl Gateway {
             bridge: OnceLock::new(),
             rooms: Mutex::new(Rooms::default()),
             last_seen: Mutex::new(HashMap::new()),
+            stanza_ids: Mutex::new(StanzaIds::default()),
+            reactions: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         })
@@ -454,21 +464,24 @@ impl Gateway {
             .ok_or_else(|| ConnectorError::Refused(format!("{user} makes no valid XMPP address")))
     }
 
-    /// Says `body` in `room` as `user`'s puppet, with `id` as the message and origin id.
+    /// Sends a group chat message to `room` as `user`'s puppet, with `id` as the message
+    /// and origin id, and `body` if it has one.
     pub async fn say(
         &self,
         room: &BareJid,
         user: &UserId,
         name: Option<&str>,
         id: &str,
-        body: &str,
+        body: Option<&str>,
         payloads: Vec<Element>,
     ) -> Result<(), ConnectorError> {
         self.puppet_in(room, user, name).await?;
         let mut message = Message::groupchat(Some(Jid::from(room.clone())));
         message.from = Some(Jid::from(self.puppet_jid(user)?));
         message.id = Some(tokio_xmpp::parsers::message::Id(id.to_owned()));
-        message.bodies.insert(Lang::default(), body.to_owned());
+        if let Some(body) = body {
+            message.bodies.insert(Lang::default(), body.to_owned());
+        }
         message.payloads.push(OriginId { id: id.to_owned() }.into());
         message.payloads.extend(payloads);
         self.component.send(message).await.map_err(retry)
@@ -707,11 +720,21 @@ impl Gateway {
             .map(|d| d.stamp.0.timestamp_millis());
         // The sender's id, else the one the room gave (XEP-0359): a message seen again
         // in history is recognised by it.
+        let at = |id, sender, kind| RemoteEvent {
+            id,
+            sender,
+            timestamp,
+            kind,
+        };
+        let room_id = stanza_id(&message.payloads, &room);
         let id = message
             .id
             .as_ref()
             .map(|id| id.0.clone())
-            .or_else(|| stanza_id(&message.payloads, &room));
+            .or(room_id.clone());
+        if let (Some(id), Some(room_id)) = (&id, &room_id) {
+            lock(&self.stanza_ids).insert(&room, room_id, id);
+        }
         let (ghost, subject_changed) = {
             let mut rooms = lock(&self.rooms);
             let state = rooms.room(&room);
@@ -754,21 +777,68 @@ impl Gateway {
                 .get_best_subject(vec![])
                 .map(|(_, subject)| subject.clone())
                 .unwrap_or_default();
-            self.queue(
-                &room,
-                RemoteEvent {
-                    id,
-                    sender,
-                    timestamp,
-                    kind: RemoteEventKind::Topic { topic },
-                },
-            )
-            .await;
+            self.queue(&room, at(id, sender, RemoteEventKind::Topic { topic }))
+                .await;
+            return;
+        }
+        let payload = |name: &str, namespace: &str| {
+            message
+                .payloads
+                .iter()
+                .find(|p| p.is(name, namespace))
+                .cloned()
+        };
+        if let Some(retract) =
+            payload("retract", NS_RETRACT).and_then(|e| Retract::try_from(e).ok())
+        {
+            let target = lock(&self.stanza_ids).message_id(&room, &retract.id);
+            if self.sent_by(&room, &target, &sender.id).await == Some(true) {
+                let kind = RemoteEventKind::Delete { target };
+                self.queue(&room, at(id, sender, kind)).await;
+            }
+            return;
+        }
+        if let Some(reactions) =
+            payload("reactions", ns::REACTIONS).and_then(|e| Reactions::try_from(e).ok())
+        {
+            let target = lock(&self.stanza_ids).message_id(&room, &reactions.id);
+            let keys = reactions.reactions.into_iter().map(|r| r.emoji).collect();
+            let (added, removed) = self.set_reactions(&room, &sender.id, &target, keys);
+            for key in added {
+                let id = Some(reaction_id(&sender.id, &target, &key));
+                let kind = RemoteEventKind::Reaction {
+                    target: target.clone(),
+                    key,
+                };
+                let sender = sender.clone();
+                self.queue(&room, at(id, sender, kind)).await;
+            }
+            for key in removed {
+                let kind = RemoteEventKind::Delete {
+                    target: reaction_id(&sender.id, &target, &key),
+                };
+                self.queue(&room, presence_event(sender.clone(), kind))
+                    .await;
+            }
             return;
         }
         let Some((_, body)) = message.get_best_body(vec![]) else {
             return;
         };
+        let mut body = body.clone();
+        let mut reply_to = None;
+        if let Some(reply) = payload("reply", NS_REPLY).and_then(|e| Reply::try_from(e).ok()) {
+            reply_to = Some(lock(&self.stanza_ids).message_id(&room, &reply.id));
+            // The quote clients without replies show is not part of the answer.
+            if let Some(fallback) = message
+                .payloads
+                .iter()
+                .filter_map(|p| Fallback::try_from(p.clone()).ok())
+                .find(|f| f.for_ == NS_REPLY)
+            {
+                body = strip_fallback(&body, &fallback);
+            }
+        }
         let remote = match body.strip_prefix("/me ") {
             Some(action) => RemoteMessage {
                 kind: MessageKind::Emote,
@@ -776,17 +846,84 @@ impl Gateway {
             },
             None => RemoteMessage::text(body.clone()),
         };
-        self.queue(
-            &room,
-            RemoteEvent {
-                id,
-                sender,
-                timestamp,
-                kind: RemoteEventKind::Message(remote),
+        let remote = RemoteMessage { reply_to, ..remote };
+        // A correction (XEP-0308) of a message bridged from its sender is an edit; of one
+        // never seen, a message; of someone else's, nothing.
+        let correction = payload("replace", ns::MESSAGE_CORRECT)
+            .and_then(|e| Replace::try_from(e).ok())
+            .map(|replace| replace.id.0);
+        let kind = match correction {
+            Some(target) => match self.sent_by(&room, &target, &sender.id).await {
+                Some(true) => RemoteEventKind::Edit {
+                    target,
+                    message: remote,
+                },
+                Some(false) => return,
+                None => RemoteEventKind::Message(remote),
             },
-        )
-        .await;
+            None => RemoteEventKind::Message(remote),
+        };
+        self.queue(&room, at(id, sender, kind)).await;
         self.seen(&room, timestamp.unwrap_or_else(now_ms)).await;
+    }
+
+    /// Whether the message `target` in `room` was bridged from `sender` (`None`: it was
+    /// not bridged).
+    async fn sent_by(&self, room: &BareJid, target: &str, sender: &str) -> Option<bool> {
+        match self.bridge().event_of_remote(room.as_str(), target).await {
+            Ok(found) => found.map(|found| found.sender == sender),
+            Err(error) => {
+                tracing::warn!(%error, "cannot look up a bridged message");
+                None
+            }
+        }
+    }
+
+    /// Sets `sender`'s reactions to `target` in `room` to `keys` (XMPP sends the whole
+    /// set each time); returns the keys added and removed.
+    pub fn set_reactions(
+        &self,
+        room: &BareJid,
+        sender: &str,
+        target: &str,
+        keys: BTreeSet<String>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut all = lock(&self.reactions);
+        let key = (room.clone(), sender.to_owned(), target.to_owned());
+        let before = all.remove(&key).unwrap_or_default();
+        let added = keys.difference(&before).cloned().collect();
+        let removed = before.difference(&keys).cloned().collect();
+        if !keys.is_empty() {
+            all.insert(key, keys);
+        }
+        (added, removed)
+    }
+
+    /// `sender`'s reactions to `target` in `room` now.
+    pub fn reactions_of(&self, room: &BareJid, sender: &str, target: &str) -> BTreeSet<String> {
+        lock(&self.reactions)
+            .get(&(room.clone(), sender.to_owned(), target.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The id a group chat knows message `message_id` by (for retractions, replies and
+    /// reactions).
+    pub fn room_stanza_id(&self, room: &BareJid, message_id: &str) -> String {
+        lock(&self.stanza_ids).stanza_id(room, message_id)
+    }
+
+    /// The nick in `room` of whoever sent a bridged message: a ghost's or a puppet's.
+    pub fn nick_of_sender(&self, room: &BareJid, sender: &str) -> Option<String> {
+        let mut rooms = lock(&self.rooms);
+        let state = rooms.room(room);
+        if let Ok(user) = UserId::parse(sender) {
+            return state.puppets.get(&user).cloned();
+        }
+        state
+            .occupants
+            .iter()
+            .find_map(|(nick, o)| (o.ghost.to_string() == sender).then(|| nick.clone()))
     }
 
     async fn on_iq(&self, iq: Iq) {
@@ -887,6 +1024,18 @@ impl Gateway {
             Err(error) => tracing::warn!(%error, "cannot look up a portal"),
         }
     }
+}
+
+/// The remote id of `sender`'s reaction `key` to `target`: all three, reversibly.
+pub fn reaction_id(sender: &str, target: &str, key: &str) -> String {
+    serde_json::json!(["reaction", sender, target, key]).to_string()
+}
+
+/// The sender, target and key of a [`reaction_id`].
+pub fn parse_reaction_id(id: &str) -> Option<(String, String, String)> {
+    let (tag, sender, target, key): (String, String, String, String) =
+        serde_json::from_str(id).ok()?;
+    (tag == "reaction").then_some((sender, target, key))
 }
 
 /// An event of presence (no id, no time of its own) sent by `sender`.

@@ -121,6 +121,20 @@ impl MatrixClient {
             .ok_or_else(|| Error::Protocol(format!("no content_uri in {answer}")))
     }
 
+    /// Redacts `event` in `room`.
+    pub async fn redact(&self, room: &RoomId, event: &ruma::EventId) -> Result<()> {
+        self.request(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/redact/{event}/r{}",
+                rand::random::<u32>()
+            ),
+            Some(&serde_json::json!({})),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// The room's `joined_members` answer: `{"joined": {user: {display_name, ...}}}`.
     pub async fn joined_members(&self, room: &RoomId) -> Result<Value> {
         self.request(

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ruma::{OwnedEventId, OwnedRoomId, RoomId};
+use ruma::{OwnedEventId, OwnedRoomId};
 use serde_json::{Value, json};
 use trestle_tests::Synapse;
 use trestle_tests::linechat::{
@@ -253,7 +253,7 @@ async fn a_dynamic_portal_carries_everything_both_ways() {
         .as_str()
         .or(redaction["content"]["redacts"].as_str());
     assert_eq!(redacted, c2["event_id"].as_str());
-    redact(&bed.alice, &bed.room, &alice_reaction).await;
+    bed.alice.redact(&bed.room, &alice_reaction).await.unwrap();
     let deleted = linechat_event(&mut bed.carol, "delete", "mx_alice").await;
     assert_eq!(deleted["target"], alice_reaction.as_str());
 
@@ -313,20 +313,6 @@ async fn a_dynamic_portal_carries_everything_both_ways() {
     linechat_event(&mut bed.carol, "part", "mx_alice").await;
     bed.bridge.stop().await;
     drop(bed.synapse);
-}
-
-async fn redact(client: &MatrixClient, room: &RoomId, event: &OwnedEventId) {
-    client
-        .request(
-            reqwest::Method::PUT,
-            &format!(
-                "/_matrix/client/v3/rooms/{room}/redact/{event}/r{}",
-                rand::random::<u32>()
-            ),
-            Some(&json!({})),
-        )
-        .await
-        .unwrap();
 }
 
 /// The bodies of carol's messages starting with `prefix` in the portal, in order.

@@ -378,3 +378,293 @@ async fn restarts_of_the_bridge_and_of_prosody_lose_nothing() {
     })
     .await;
 }
+
+/// A group chat message from carol with `id`, `body` (if any) and `payloads`.
+fn groupchat(muc: &str, id: &str, body: Option<&str>, payloads: Vec<Element>) -> Element {
+    let mut message = Element::builder("message", NS_CLIENT)
+        .attr(name("to"), muc)
+        .attr(name("type"), "groupchat")
+        .attr(name("id"), id);
+    if let Some(body) = body {
+        message = message.append(Element::builder("body", NS_CLIENT).append(body).build());
+    }
+    message.append_all(payloads).build()
+}
+
+/// The id the room gave a message (XEP-0359).
+fn room_id_of(message: &Element, muc: &str) -> String {
+    message
+        .children()
+        .find(|c| c.is("stanza-id", "urn:xmpp:sid:0") && c.attr("by") == Some(muc))
+        .and_then(|c| c.attr("id"))
+        .unwrap_or_else(|| panic!("no stanza id in {}", to_string(message)))
+        .to_owned()
+}
+
+fn element(name_: &str, namespace: &str, attrs: &[(&str, &str)], text: Option<&str>) -> Element {
+    let mut builder = Element::builder(name_, namespace);
+    for (key, value) in attrs {
+        builder = builder.attr(name(key), *value);
+    }
+    if let Some(text) = text {
+        builder = builder.append(text);
+    }
+    builder.build()
+}
+
+#[tokio::test]
+async fn corrections_replies_reactions_and_retractions_cross_both_ways() {
+    let mut bed = bed("relations").await;
+    let carol_ghost = bed.ghost_named("carol").await;
+    let from_carol = |body: &'static str| {
+        let ghost = carol_ghost.clone();
+        move |e: &Value| e["sender"] == ghost.as_str() && e["content"]["body"] == body
+    };
+
+    // XMPP to Matrix. carol says something, with an id; the room's reflection gives her
+    // its stanza id.
+    let muc = bed.muc.clone();
+    bed.carol
+        .send(&groupchat(&muc, "c1", Some("helo"), vec![]))
+        .await
+        .unwrap();
+    let reflected = bed.xmpp_message("carol", "helo").await;
+    let c1_room_id = room_id_of(&reflected, &muc);
+    let c1 = bed.matrix_event(from_carol("helo")).await;
+    let c1_event = c1["event_id"].as_str().unwrap().to_owned();
+
+    // A correction (XEP-0308) is an edit.
+    let replace = element(
+        "replace",
+        "urn:xmpp:message-correct:0",
+        &[("id", "c1")],
+        None,
+    );
+    bed.carol
+        .send(&groupchat(&muc, "c2", Some("hello"), vec![replace]))
+        .await
+        .unwrap();
+    let edit = bed
+        .matrix_event(|e| e["content"]["m.relates_to"]["rel_type"] == "m.replace")
+        .await;
+    assert_eq!(
+        edit["content"]["m.relates_to"]["event_id"],
+        c1_event.as_str()
+    );
+    assert_eq!(edit["content"]["m.new_content"]["body"], "hello");
+
+    // A reaction (XEP-0444) names the room's id; a new set without it takes it back.
+    let mut reactions = element(
+        "reactions",
+        "urn:xmpp:reactions:0",
+        &[("id", &c1_room_id)],
+        None,
+    );
+    reactions.append_child(element("reaction", "urn:xmpp:reactions:0", &[], Some("👍")));
+    bed.carol
+        .send(&groupchat(&muc, "c3", None, vec![reactions]))
+        .await
+        .unwrap();
+    let reaction = bed
+        .matrix_event(|e| e["type"] == "m.reaction" && e["sender"] == carol_ghost.as_str())
+        .await;
+    assert_eq!(reaction["content"]["m.relates_to"]["key"], "👍");
+    assert_eq!(
+        reaction["content"]["m.relates_to"]["event_id"],
+        c1_event.as_str()
+    );
+    let none = element(
+        "reactions",
+        "urn:xmpp:reactions:0",
+        &[("id", &c1_room_id)],
+        None,
+    );
+    bed.carol
+        .send(&groupchat(&muc, "c4", None, vec![none]))
+        .await
+        .unwrap();
+    let unreacted = bed
+        .matrix_event(|e| e["type"] == "m.room.redaction" && e["sender"] == carol_ghost.as_str())
+        .await;
+    let redacts = |e: &Value| {
+        e["redacts"]
+            .as_str()
+            .or(e["content"]["redacts"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        redacts(&unreacted),
+        reaction["event_id"].as_str().map(str::to_owned)
+    );
+
+    // Matrix to XMPP. alice's message, then her edit: a correction of the id it went with.
+    let a1 = bed.alice.send_text(&bed.room, "tpyo").await.unwrap();
+    let a1_room_id = room_id_of(&bed.xmpp_message("alice", "tpyo").await, &muc);
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text", "body": "* typo",
+                "m.new_content": {"msgtype": "m.text", "body": "typo"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": a1},
+            }),
+        )
+        .await
+        .unwrap();
+    let corrected = bed.xmpp_message("alice", "typo").await;
+    let replace = corrected
+        .get_child("replace", "urn:xmpp:message-correct:0")
+        .unwrap_or_else(|| panic!("no correction: {}", to_string(&corrected)));
+    assert_eq!(replace.attr("id"), Some(a1.as_str()));
+
+    // A reply (XEP-0461) to carol names her message by the room's id, and the `carol: `
+    // prefix is marked as the fallback.
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text", "body": "my answer",
+                "m.relates_to": {"m.in_reply_to": {"event_id": c1_event}},
+            }),
+        )
+        .await
+        .unwrap();
+    let answer = bed.xmpp_message("alice", "carol: my answer").await;
+    let reply = answer
+        .get_child("reply", "urn:xmpp:reply:0")
+        .unwrap_or_else(|| panic!("no reply: {}", to_string(&answer)));
+    assert_eq!(reply.attr("id"), Some(c1_room_id.as_str()));
+    assert_eq!(reply.attr("to"), Some(format!("{muc}/carol").as_str()));
+
+    // An XMPP reply to alice's message, with a quote as fallback, is a Matrix reply
+    // without the quote.
+    let quote = "> alice: typo\n";
+    let mut fallback = element(
+        "fallback",
+        "urn:xmpp:fallback:0",
+        &[("for", "urn:xmpp:reply:0")],
+        None,
+    );
+    fallback.append_child(element(
+        "body",
+        "urn:xmpp:fallback:0",
+        &[("start", "0"), ("end", &quote.chars().count().to_string())],
+        None,
+    ));
+    let reply = element(
+        "reply",
+        "urn:xmpp:reply:0",
+        &[("to", &format!("{muc}/alice")), ("id", &a1_room_id)],
+        None,
+    );
+    bed.carol
+        .send(&groupchat(
+            &muc,
+            "c5",
+            Some(&format!("{quote}agreed")),
+            vec![reply, fallback],
+        ))
+        .await
+        .unwrap();
+    let replied = bed
+        .matrix_event(|e| {
+            e["sender"] == carol_ghost.as_str()
+                && e["content"]["m.relates_to"]["m.in_reply_to"].is_object()
+        })
+        .await;
+    assert_eq!(
+        replied["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        a1.as_str()
+    );
+    assert_eq!(replied["content"]["body"], "agreed", "{replied}");
+
+    // alice reacts to carol's message, then takes the reaction back.
+    let reaction = bed
+        .alice
+        .send(
+            &bed.room,
+            "m.reaction",
+            &json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": c1_event, "key": "🎉"}}),
+        )
+        .await
+        .unwrap();
+    let from_alice = format!("{muc}/alice");
+    let reacted = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.attr("from") == Some(from_alice.as_str())
+                && s.get_child("reactions", "urn:xmpp:reactions:0").is_some()
+        })
+        .await
+        .unwrap();
+    let set = reacted
+        .get_child("reactions", "urn:xmpp:reactions:0")
+        .unwrap();
+    assert_eq!(set.attr("id"), Some(c1_room_id.as_str()));
+    assert_eq!(
+        set.children().map(Element::text).collect::<Vec<_>>(),
+        ["🎉"]
+    );
+    bed.alice.redact(&bed.room, &reaction).await.unwrap();
+    let emptied = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.attr("from") == Some(from_alice.as_str())
+                && s.get_child("reactions", "urn:xmpp:reactions:0")
+                    .is_some_and(|r| r.children().next().is_none())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        emptied
+            .get_child("reactions", "urn:xmpp:reactions:0")
+            .unwrap()
+            .attr("id"),
+        Some(c1_room_id.as_str())
+    );
+
+    // alice deletes her message: a retraction (XEP-0424) of the room's id for it.
+    bed.alice.redact(&bed.room, &a1).await.unwrap();
+    let retracted = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.get_child("retract", "urn:xmpp:message-retract:1")
+                .is_some()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        retracted
+            .get_child("retract", "urn:xmpp:message-retract:1")
+            .unwrap()
+            .attr("id"),
+        Some(a1_room_id.as_str())
+    );
+
+    // carol retracts her first message: it is redacted on Matrix.
+    let retract = element(
+        "retract",
+        "urn:xmpp:message-retract:1",
+        &[("id", &c1_room_id)],
+        None,
+    );
+    bed.carol
+        .send(&groupchat(
+            &muc,
+            "c6",
+            Some("/me retracted a message"),
+            vec![retract],
+        ))
+        .await
+        .unwrap();
+    let redaction = bed
+        .matrix_event(|e| {
+            e["type"] == "m.room.redaction"
+                && e["sender"] == carol_ghost.as_str()
+                && redacts(e).as_deref() == Some(c1_event.as_str())
+        })
+        .await;
+    assert_eq!(redaction["type"], "m.room.redaction");
+}
