@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
+use trestle_tests::Prosody;
 use trestle_tests::irc::IrcClient;
 use trestle_tests::matrix::MatrixClient;
 use trestle_tests::process::free_port;
+use trestle_tests::xmpp::XmppClient;
 
 /// The value after `label` on the printout line holding it.
 fn field<'a>(printout: &'a str, label: &str) -> &'a str {
@@ -20,7 +22,7 @@ fn field<'a>(printout: &'a str, label: &str) -> &'a str {
 }
 
 #[tokio::test]
-async fn the_quickstart_bridges_irc_for_its_account() {
+async fn the_quickstart_bridges_irc_and_xmpp_for_its_account() {
     let binary = trestle_tests::workspace_binary("testbed").unwrap();
     let mut quickstart = Command::new(binary)
         .args(["quickstart", "--synapse-port"])
@@ -74,6 +76,30 @@ async fn the_quickstart_bridges_irc_for_its_account() {
     irc_user.privmsg("#trestle", "hello back").await.unwrap();
     quinn
         .wait_for_text(&room, "hello back", Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // XMPP: the same account on Prosody, in the group chat the printout names.
+    let c2s: u16 = field(&printout, "Prosody c2s 127.0.0.1:").parse().unwrap();
+    let muc = format!("trestle@{}", Prosody::MUC_DOMAIN);
+    let mut xmpp_user = XmppClient::connect(c2s, Prosody::DOMAIN, "quinn", "quick-pass")
+        .await
+        .unwrap();
+    xmpp_user.join_muc(&muc, "quinn-xmpp").await.unwrap();
+    let alias = field(&printout, "join #xmpp_");
+    assert_eq!(alias, format!("trestle_{}:localhost", Prosody::MUC_DOMAIN));
+    let room = quinn.join(&format!("#xmpp_{alias}")).await.unwrap();
+    quinn.send_text(&room, "hello xmpp").await.unwrap();
+    xmpp_user
+        .wait_for_body("hello xmpp", Duration::from_secs(30))
+        .await
+        .unwrap();
+    xmpp_user
+        .send_groupchat(&muc, "hello from xmpp")
+        .await
+        .unwrap();
+    quinn
+        .wait_for_text(&room, "hello from xmpp", Duration::from_secs(30))
         .await
         .unwrap();
 

@@ -1,12 +1,13 @@
 //! `testbed quickstart`: the engine of `deploy/quickstart`. Starts the test bed's servers
-//! for a person (Synapse with a ready account, InspIRCd with Atheme, ngircd, Prosody) and
-//! the IRC bridge on both IRC servers, prints how to reach them, and stops them all on
-//! Ctrl-C.
+//! for a person (Synapse with a ready account, InspIRCd with Atheme, ngircd, Prosody),
+//! the IRC bridge on both IRC servers and the XMPP bridge on Prosody, prints how to reach
+//! them, and stops them all on Ctrl-C.
 
 use anyhow::Context;
 use clap::Parser;
 use trestle_tests::irc_bridge::irc_bridge_for;
 use trestle_tests::synapse::SynapseOptions;
+use trestle_tests::xmpp_bridge::xmpp_bridge;
 use trestle_tests::{InspIrcd, Ngircd, Prosody, Synapse};
 
 /// Runs the Trestle test bed's servers on loopback.
@@ -45,15 +46,21 @@ async fn main() -> anyhow::Result<()> {
         str::to_owned,
     )
     .context("configuring bridge-irc")?;
+    let (mut xmpp_bridge, xmpp_registration) =
+        xmpp_bridge(&prosody).context("configuring bridge-xmpp")?;
     let options = SynapseOptions {
         port: Some(synapse_port),
-        appservice_files: vec![irc_registration],
+        appservice_files: vec![irc_registration, xmpp_registration],
     };
     let synapse = Synapse::start_with(options).await?;
     irc_bridge
         .start(&synapse.url())
         .await
         .context("starting bridge-irc")?;
+    xmpp_bridge
+        .start(&synapse.url())
+        .await
+        .context("starting bridge-xmpp")?;
     synapse
         .register_user(&user, &password, true)
         .await
@@ -74,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
          \x20        join #irc_inspircd_#trestle:{server} or #irc_ngircd_#trestle:{server}\n\
          \x20        (any channel: #irc_<network>_<#channel>); its bot is @ircbot:{server}:\n\
          \x20        a direct chat with it takes `help`.\n\
+         \x20        bridge-xmpp (log and config in {xmpp_dir})\n\
+         \x20        join #xmpp_trestle_{muc}:{server} for the group chat trestle@{muc}\n\
+         \x20        (any group chat: #xmpp_<room>_<service>).\n\
          Data lives in {dir} and is thrown away. Ctrl-C stops everything.",
         url = synapse.url(),
         server = synapse.server_name(),
@@ -84,11 +94,13 @@ async fn main() -> anyhow::Result<()> {
         muc = Prosody::MUC_DOMAIN,
         dir = trestle_tests::run_dir().display(),
         irc_dir = irc_bridge.dir().display(),
+        xmpp_dir = xmpp_bridge.dir().display(),
     );
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     eprintln!("stopping...");
     irc_bridge.stop().await;
+    xmpp_bridge.stop().await;
     Ok(())
 }
