@@ -668,3 +668,100 @@ async fn corrections_replies_reactions_and_retractions_cross_both_ways() {
         .await;
     assert_eq!(redaction["type"], "m.room.redaction");
 }
+
+/// How many messages the bridge has queued for Matrix so far, by its log.
+fn messages_queued(bridge: &BridgeProcess) -> usize {
+    bridge
+        .full_log()
+        .lines()
+        .filter(|line| line.contains("queuing a remote event") && line.contains("kind=\"message\""))
+        .count()
+}
+
+#[tokio::test]
+async fn bursts_of_1000_cross_both_ways_in_order_through_a_crash() {
+    const BURST: usize = 1000;
+    let mut bed = bed("burst").await;
+    let carol_ghost = bed.ghost_named("carol").await;
+    let expected = |prefix: &str| {
+        (0..BURST)
+            .map(|i| format!("{prefix}{i}"))
+            .collect::<Vec<_>>()
+    };
+
+    // XMPP to Matrix: the bridge is killed once it has queued everything, part of it
+    // still on its way to Matrix.
+    for i in 0..BURST {
+        bed.carol
+            .send_groupchat(&bed.muc, &format!("X{i}"))
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while messages_queued(&bed.bridge) < BURST {
+        assert!(std::time::Instant::now() < deadline, "{}", bed.bridge.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bed.bridge.kill();
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    let last = format!("X{}", BURST - 1);
+    bed.alice
+        .wait_for_event(&bed.room, Duration::from_secs(300), |e| {
+            e["content"]["body"] == last.as_str()
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
+    assert_eq!(
+        bed.alice
+            .bodies_from(&bed.room, &carol_ghost, "X")
+            .await
+            .unwrap(),
+        expected("X"),
+        "XMPP to Matrix: lost, doubled or out of order"
+    );
+
+    // Matrix to XMPP, from a second session of alice, with a crash a fifth of the way.
+    let alice = MatrixClient::login(&bed.synapse.url(), "alice", "alice-password")
+        .await
+        .unwrap();
+    let room = bed.room.clone();
+    let sending = tokio::spawn(async move {
+        for i in 0..BURST {
+            alice.send_text(&room, &format!("M{i}")).await.unwrap();
+        }
+    });
+    let from = format!("{}/alice", bed.muc);
+    let mut seen: Vec<String> = Vec::new();
+    let mut next = async |bed: &mut Bed| {
+        let message = bed
+            .carol
+            .wait_for(WAIT, |s| {
+                s.name() == "message"
+                    && s.attr("from") == Some(from.as_str())
+                    && s.get_child("body", NS_CLIENT).is_some()
+            })
+            .await
+            .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
+        message.get_child("body", NS_CLIENT).unwrap().text()
+    };
+    while seen.len() < BURST / 5 {
+        seen.push(next(&mut bed).await);
+    }
+    bed.bridge.kill();
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    while seen.last().map(String::as_str) != Some(format!("M{}", BURST - 1).as_str()) {
+        seen.push(next(&mut bed).await);
+    }
+    sending.await.unwrap();
+    let mut unique = seen.clone();
+    unique.dedup();
+    assert_eq!(
+        unique,
+        expected("M"),
+        "Matrix to XMPP: lost or out of order"
+    );
+    assert!(
+        seen.len() <= BURST + 1,
+        "Matrix to XMPP: more than the one message in hand was repeated"
+    );
+}
