@@ -732,7 +732,7 @@ async fn bursts_of_1000_cross_both_ways_in_order_through_a_crash() {
     });
     let from = format!("{}/alice", bed.muc);
     let mut seen: Vec<String> = Vec::new();
-    let mut next = async |bed: &mut Bed| {
+    let next = async |bed: &mut Bed| {
         let message = bed
             .carol
             .wait_for(WAIT, |s| {
