@@ -26,6 +26,11 @@ pub struct XmppConfig {
     /// without an answer before it is dropped and made again).
     #[serde(default = "default_keepalive_seconds")]
     pub keepalive_seconds: u64,
+    /// Hosts (`host` or `host:port`) whose files are fetched even on a private address:
+    /// the XMPP server's own upload service (XEP-0363). Other links are fetched only
+    /// from public addresses.
+    #[serde(default)]
+    pub trusted_media_hosts: Vec<String>,
 }
 
 fn default_bot_nick() -> String {
@@ -71,6 +76,10 @@ xmpp:
   bot_nick: "Matrix"
   # Seconds of silence after which the connection to the server is pinged.
   keepalive_seconds: 60
+  # Hosts ("host" or "host:port") whose files the bridge fetches even on a private
+  # address: your XMPP server's upload service, if it is on your network. Files linked
+  # elsewhere are fetched from public addresses only.
+  trusted_media_hosts: []
 "#
         )
     }
@@ -97,6 +106,14 @@ xmpp:
         }
         if !(5..=3600).contains(&self.keepalive_seconds) {
             problems.push(Problem::new("keepalive_seconds", "must be from 5 to 3600"));
+        }
+        for (i, host) in self.trusted_media_hosts.iter().enumerate() {
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                problems.push(Problem::new(
+                    format!("trusted_media_hosts[{i}]"),
+                    "must be a host or host:port",
+                ));
+            }
         }
         if self.component_secret.expose().is_empty() {
             problems.push(Problem::new("component_secret", "must not be empty"));

@@ -19,7 +19,7 @@ use tokio_xmpp::parsers::oob::Oob;
 use tokio_xmpp::parsers::reactions::{Reaction, Reactions};
 
 use crate::config::XmppConfig;
-use crate::gateway::{Gateway, parse_reaction_id, reaction_id};
+use crate::gateway::{Gateway, To, parse_reaction_id, reaction_id};
 use crate::ids::{GhostId, room_of_alias};
 use crate::payloads::{Fallback, FallbackBody, NS_REPLY, NS_RETRACT, Reply, Retract};
 
@@ -27,14 +27,30 @@ use crate::payloads::{Fallback, FallbackBody, NS_REPLY, NS_RETRACT, Reply, Retra
 #[derive(Debug)]
 pub struct XmppConnector {
     gateway: Arc<Gateway>,
+    trusted_media_hosts: Vec<String>,
 }
 
 impl XmppConnector {
     /// A connector for `config`.
     pub fn new(config: XmppConfig) -> XmppConnector {
         XmppConnector {
+            trusted_media_hosts: config.trusted_media_hosts.clone(),
             gateway: Gateway::new(config),
         }
+    }
+
+    /// Where a portal's messages go: its group chat, or the other user of a direct chat.
+    fn to(portal: &Portal) -> Result<To, ConnectorError> {
+        if let Some((_, ghost)) = &portal.direct {
+            return match GhostId::parse(ghost) {
+                Some(GhostId::Jid(jid)) => Ok(To::Chat(jid)),
+                _ => Err(ConnectorError::Refused(format!(
+                    "the direct chat {} is with no XMPP address",
+                    portal.remote_id
+                ))),
+            };
+        }
+        Self::room(portal).map(To::Room)
     }
 
     /// The group chat of a portal.
@@ -52,11 +68,8 @@ impl XmppConnector {
 /// link in the body and as an out-of-band link (XEP-0066), which clients show inline; a
 /// reply as a reply (XEP-0461) whose `nick: ` prefix is marked as the fallback for
 /// clients without replies.
-fn message_content(
-    gateway: &Gateway,
-    room: &BareJid,
-    message: &MatrixMessage,
-) -> (String, Vec<Element>) {
+fn message_content(gateway: &Gateway, to: &To, message: &MatrixMessage) -> (String, Vec<Element>) {
+    let room = to.scope();
     let bridge = gateway.bridge();
     let mut body = match message.kind {
         MessageKind::Emote => format!("/me {}", message.body),
@@ -82,7 +95,10 @@ fn message_content(
         );
     }
     if let Some(reply) = &message.reply_to {
-        let nick = gateway.nick_of_sender(room, &reply.sender);
+        let nick = match to {
+            To::Room(room) => gateway.nick_of_sender(room, &reply.sender),
+            To::Chat(_) => None,
+        };
         payloads.push(
             Reply {
                 to: nick
@@ -111,6 +127,22 @@ fn message_content(
     (body, payloads)
 }
 
+/// Whether `url`'s host (or host and port) is one of `trusted`; a URL with user
+/// information never is.
+fn is_trusted(url: &str, trusted: &[String]) -> bool {
+    let authority = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .unwrap_or_default();
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    !authority.contains('@')
+        && trusted
+            .iter()
+            .any(|trusted| trusted == authority || trusted == host)
+}
+
 /// A user's reactions `keys` to `message` (XEP-0444), naming it as the room does.
 fn reactions_payload(
     gateway: &Gateway,
@@ -135,7 +167,7 @@ impl Connector for XmppConnector {
                 edits: true,
                 redactions: true,
                 reactions: true,
-                typing: false,
+                typing: true,
                 receipts: false,
             },
         }
@@ -166,6 +198,27 @@ impl Connector for XmppConnector {
         Ok(())
     }
 
+    async fn direct_portal(
+        &self,
+        user: &ruma::UserId,
+        ghost: &str,
+    ) -> Result<Option<PortalInfo>, ConnectorError> {
+        // Only a user known by their address can be reached directly.
+        Ok(match GhostId::parse(ghost) {
+            Some(GhostId::Jid(jid)) => Some(self.gateway.direct_chat(user, &jid)),
+            _ => None,
+        })
+    }
+
+    async fn handle_typing(
+        &self,
+        portal: &Portal,
+        user: &ruma::UserId,
+        typing: bool,
+    ) -> Result<(), ConnectorError> {
+        self.gateway.typing(&Self::to(portal)?, user, typing).await
+    }
+
     async fn resolve_ghost(&self, id: &str) -> Result<Option<GhostInfo>, ConnectorError> {
         Ok(GhostId::parse(id).map(|ghost| {
             let name = match &ghost {
@@ -186,13 +239,13 @@ impl Connector for XmppConnector {
         portal: &Portal,
         message: &MatrixMessage,
     ) -> Result<Vec<String>, ConnectorError> {
-        let room = Self::room(portal)?;
-        let (body, payloads) = message_content(&self.gateway, &room, message);
+        let to = Self::to(portal)?;
+        let (body, payloads) = message_content(&self.gateway, &to, message);
         // The event id is the message's id: a repeat after a crash carries the same one.
         let id = message.event_id.to_string();
         self.gateway
             .say(
-                &room,
+                &to,
                 &message.sender,
                 message.sender_name.as_deref(),
                 &id,
@@ -209,12 +262,12 @@ impl Connector for XmppConnector {
         edit: &MatrixEdit,
     ) -> Result<Vec<String>, ConnectorError> {
         // A correction (XEP-0308) names the message by the id it was sent with.
-        let room = Self::room(portal)?;
+        let to = Self::to(portal)?;
         let new_content = MatrixMessage {
             reply_to: None,
             ..edit.new_content.clone()
         };
-        let (body, mut payloads) = message_content(&self.gateway, &room, &new_content);
+        let (body, mut payloads) = message_content(&self.gateway, &to, &new_content);
         payloads.push(
             Replace {
                 id: Id(edit.target.remote_id.clone()),
@@ -224,7 +277,7 @@ impl Connector for XmppConnector {
         let id = edit.event_id.to_string();
         self.gateway
             .say(
-                &room,
+                &to,
                 &edit.sender,
                 new_content.sender_name.as_deref(),
                 &id,
@@ -240,7 +293,8 @@ impl Connector for XmppConnector {
         portal: &Portal,
         redaction: &MatrixRedaction,
     ) -> Result<Vec<String>, ConnectorError> {
-        let room = Self::room(portal)?;
+        let to = Self::to(portal)?;
+        let room = to.scope().clone();
         let sender = redaction.sender.as_str();
         for (n, target) in redaction.targets.iter().enumerate() {
             let id = format!("{}.{n}", redaction.event_id);
@@ -255,7 +309,7 @@ impl Connector for XmppConnector {
                     .set_reactions(&room, sender, &message, keys.clone());
                 let payload = reactions_payload(&self.gateway, &room, &message, keys);
                 self.gateway
-                    .say(&room, &redaction.sender, None, &id, None, vec![payload])
+                    .say(&to, &redaction.sender, None, &id, None, vec![payload])
                     .await?;
                 continue;
             }
@@ -275,7 +329,7 @@ impl Connector for XmppConnector {
             let body = "/me retracted a previous message, but your client does not support it";
             self.gateway
                 .say(
-                    &room,
+                    &to,
                     &redaction.sender,
                     None,
                     &id,
@@ -293,7 +347,8 @@ impl Connector for XmppConnector {
         reaction: &MatrixReaction,
     ) -> Result<Vec<String>, ConnectorError> {
         // XMPP sends a user's whole set of reactions to a message (XEP-0444).
-        let room = Self::room(portal)?;
+        let to = Self::to(portal)?;
+        let room = to.scope().clone();
         let sender = reaction.sender.as_str();
         let message = &reaction.target.remote_id;
         let mut keys = self.gateway.reactions_of(&room, sender, message);
@@ -303,7 +358,7 @@ impl Connector for XmppConnector {
         let payload = reactions_payload(&self.gateway, &room, message, keys);
         self.gateway
             .say(
-                &room,
+                &to,
                 &reaction.sender,
                 None,
                 reaction.event_id.as_str(),
@@ -312,6 +367,18 @@ impl Connector for XmppConnector {
             )
             .await?;
         Ok(vec![reaction_id(sender, message, &reaction.key)])
+    }
+
+    async fn fetch_media(
+        &self,
+        url: &str,
+        limit: u64,
+    ) -> Result<(Vec<u8>, String), ConnectorError> {
+        if is_trusted(url, &self.trusted_media_hosts) {
+            bridge_core::bridge::media::fetch_trusted(url, limit).await
+        } else {
+            bridge_core::bridge::media::fetch(url, limit).await
+        }
     }
 
     async fn handle_membership(
@@ -339,5 +406,31 @@ impl Connector for XmppConnector {
             Membership::Invite => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_hosts_named_are_trusted() {
+        let trusted = ["upload.example".to_owned(), "10.0.0.5:5281".to_owned()];
+        for url in [
+            "https://upload.example/file.png",
+            "https://upload.example:5281/a?b",
+            "http://10.0.0.5:5281/x",
+        ] {
+            assert!(is_trusted(url, &trusted), "{url}");
+        }
+        for url in [
+            "https://upload.example.evil.com/f",
+            "http://10.0.0.5/x",
+            "http://user@upload.example/f",
+            "upload.example/f",
+            "https://evil.com/upload.example",
+        ] {
+            assert!(!is_trusted(url, &trusted), "{url}");
+        }
     }
 }

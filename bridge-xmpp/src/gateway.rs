@@ -7,13 +7,14 @@
 //! (every occupant gets one). A Matrix user's puppet joins a room the first time they
 //! speak or join there, under their display name; a taken nick is retried with a suffix.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bridge_core::bridge::BridgeHandle;
+use bridge_core::bridge::{BridgeHandle, Permission};
 use bridge_core::connector::{
-    ConnectorError, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind, RemoteMessage,
+    ConnectorError, DirectChat, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind,
+    RemoteFile, RemoteMessage,
 };
 use ruma::{OwnedUserId, UserId};
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +32,7 @@ use tokio_xmpp::parsers::muc::muc::History;
 use tokio_xmpp::parsers::muc::user::{MucUser, Status};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::occupant_id::OccupantId;
+use tokio_xmpp::parsers::oob::Oob;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::reactions::Reactions;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
@@ -39,7 +41,7 @@ use tokio_xmpp::parsers::version::VersionResult;
 
 use crate::component::{Component, ComponentOptions, SendError};
 use crate::config::XmppConfig;
-use crate::ids::{GhostId, RESOURCE, alias_suffix, puppet_full_jid, user_of_puppet};
+use crate::ids::{GhostId, RESOURCE, alias_suffix, direct_id, puppet_full_jid, user_of_puppet};
 use crate::payloads::{Fallback, NS_REPLY, NS_RETRACT, Reply, Retract, strip_fallback};
 use crate::rooms::{JoinRefusal, Occupant, Rooms, level_of, nick_candidates};
 use crate::stanza_ids::StanzaIds;
@@ -90,6 +92,24 @@ fn retry(error: SendError) -> ConnectorError {
     ConnectorError::Retry(error.to_string())
 }
 
+/// Where a Matrix user's message goes on XMPP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum To {
+    /// A group chat, through the user's puppet in it.
+    Room(BareJid),
+    /// An XMPP user, in a direct chat.
+    Chat(BareJid),
+}
+
+impl To {
+    /// The room, or the other user: where the ids messages name live.
+    pub fn scope(&self) -> &BareJid {
+        match self {
+            To::Room(jid) | To::Chat(jid) => jid,
+        }
+    }
+}
+
 /// The XMPP side of the bridge.
 #[derive(Debug)]
 pub struct Gateway {
@@ -101,6 +121,8 @@ pub struct Gateway {
     last_seen: Mutex<HashMap<BareJid, LastSeen>>,
     /// The ids rooms gave recent messages.
     stanza_ids: Mutex<StanzaIds>,
+    /// Who is typing where (portal, ghost id), to tell Matrix of changes only.
+    typing: Mutex<HashSet<(String, String)>>,
     /// Each user's reactions to each message, by room (XMPP sends the whole set).
     reactions: Mutex<HashMap<(BareJid, String, String), BTreeSet<String>>>,
     stop: CancellationToken,
@@ -125,6 +147,7 @@ impl Gateway {
             last_seen: Mutex::new(HashMap::new()),
             stanza_ids: Mutex::new(StanzaIds::default()),
             reactions: Mutex::new(HashMap::new()),
+            typing: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         })
@@ -409,7 +432,7 @@ impl Gateway {
                     level,
                 },
             );
-            self.queue(room, event).await;
+            self.queue(room.as_str(), event).await;
         }
     }
 
@@ -464,19 +487,24 @@ impl Gateway {
             .ok_or_else(|| ConnectorError::Refused(format!("{user} makes no valid XMPP address")))
     }
 
-    /// Sends a group chat message to `room` as `user`'s puppet, with `id` as the message
-    /// and origin id, and `body` if it has one.
+    /// Sends a message to `to` as `user`'s puppet (which joins a group chat first), with
+    /// `id` as the message and origin id, and `body` if it has one.
     pub async fn say(
         &self,
-        room: &BareJid,
+        to: &To,
         user: &UserId,
         name: Option<&str>,
         id: &str,
         body: Option<&str>,
         payloads: Vec<Element>,
     ) -> Result<(), ConnectorError> {
-        self.puppet_in(room, user, name).await?;
-        let mut message = Message::groupchat(Some(Jid::from(room.clone())));
+        let mut message = match to {
+            To::Room(room) => {
+                self.puppet_in(room, user, name).await?;
+                Message::groupchat(Some(Jid::from(room.clone())))
+            }
+            To::Chat(jid) => Message::chat(Some(Jid::from(jid.clone()))),
+        };
         message.from = Some(Jid::from(self.puppet_jid(user)?));
         message.id = Some(tokio_xmpp::parsers::message::Id(id.to_owned()));
         if let Some(body) = body {
@@ -485,6 +513,41 @@ impl Gateway {
         message.payloads.push(OriginId { id: id.to_owned() }.into());
         message.payloads.extend(payloads);
         self.component.send(message).await.map_err(retry)
+    }
+
+    /// Tells `to` that `user` is typing or stopped (XEP-0085), if their puppet is there.
+    pub async fn typing(&self, to: &To, user: &UserId, typing: bool) -> Result<(), ConnectorError> {
+        let mut message = match to {
+            To::Room(room) => {
+                if !lock(&self.rooms).room(room).puppets.contains_key(user) {
+                    return Ok(());
+                }
+                Message::groupchat(Some(Jid::from(room.clone())))
+            }
+            To::Chat(jid) => Message::chat(Some(Jid::from(jid.clone()))),
+        };
+        message.from = Some(Jid::from(self.puppet_jid(user)?));
+        let state = if typing { "composing" } else { "active" };
+        message
+            .payloads
+            .push(Element::builder(state, ns::CHATSTATES).build());
+        self.component.send(message).await.map_err(retry)
+    }
+
+    /// The portal of the direct chat between `user` and the XMPP user `jid`.
+    pub fn direct_chat(&self, user: &UserId, jid: &BareJid) -> PortalInfo {
+        PortalInfo {
+            remote_id: direct_id(user, jid),
+            direct: Some(DirectChat {
+                user: user.to_owned(),
+                ghost: GhostInfo {
+                    id: GhostId::Jid(jid.clone()).to_string(),
+                    name: Some(jid.to_string()),
+                    avatar: None,
+                },
+            }),
+            ..PortalInfo::default()
+        }
     }
 
     // ----- what the server sends -----------------------------------------------------
@@ -601,7 +664,7 @@ impl Gateway {
                 presence.statuses.values().next().cloned()
             };
             self.queue(
-                &room,
+                room.as_str(),
                 presence_event(ghost_info(&ghost, &nick), RemoteEventKind::Leave { reason }),
             )
             .await;
@@ -620,12 +683,15 @@ impl Gateway {
         }
         let sender = ghost_info(&ghost, &nick);
         if before.is_none() {
-            self.queue(&room, presence_event(sender.clone(), RemoteEventKind::Join))
-                .await;
+            self.queue(
+                room.as_str(),
+                presence_event(sender.clone(), RemoteEventKind::Join),
+            )
+            .await;
         }
         if before.map(|o| o.level).unwrap_or(0) != level {
             self.queue(
-                &room,
+                room.as_str(),
                 presence_event(
                     sender.clone(),
                     RemoteEventKind::PowerLevel {
@@ -686,6 +752,7 @@ impl Gateway {
             MessageType::Groupchat if self.is_bot(Some(&to)) => {
                 self.on_groupchat(&from, message).await;
             }
+            MessageType::Chat | MessageType::Normal => self.on_direct(&from, &to, message).await,
             MessageType::Error => {
                 let Some(user) = user_of_puppet(&to.to_bare()) else {
                     return;
@@ -707,6 +774,48 @@ impl Gateway {
             }
             _ => {}
         }
+    }
+
+    /// A message from an XMPP user to a puppet: the direct chat between them, made if
+    /// new. Only users the bridge serves (permission `user`) take direct chats.
+    async fn on_direct(&self, from: &Jid, to: &Jid, message: Message) {
+        let jid = from.to_bare();
+        let Some(user) = user_of_puppet(&to.to_bare()) else {
+            return;
+        };
+        // Private messages through a group chat (from an occupant) are not direct chats.
+        if jid.node().is_none() || lock(&self.rooms).rooms.contains_key(&jid) {
+            return;
+        }
+        let nothing_to_bridge = message.bodies.is_empty()
+            && !message.payloads.iter().any(|p| {
+                p.is("reactions", ns::REACTIONS)
+                    || p.is("retract", NS_RETRACT)
+                    || p.ns() == ns::CHATSTATES
+            });
+        if nothing_to_bridge {
+            return;
+        }
+        if self.bridge().permission(&user) < Permission::User {
+            tracing::debug!(%user, from = %jid, "a direct message to a user the bridge does not serve");
+            return;
+        }
+        let info = self.direct_chat(&user, &jid);
+        if let Err(error) = self.bridge().create_portal(&info).await {
+            tracing::warn!(%user, from = %jid, %error, "cannot open a direct chat; the message is lost");
+            return;
+        }
+        let timestamp = message
+            .payloads
+            .iter()
+            .find(|p| p.is("delay", ns::DELAY))
+            .and_then(|d| Delay::try_from(d.clone()).ok())
+            .map(|d| d.stamp.0.timestamp_millis());
+        let id = message.id.as_ref().map(|id| id.0.clone());
+        let sender = ghost_info(&GhostId::Jid(jid.clone()), jid.as_str());
+        self.chat_state(&info.remote_id, &sender, &message).await;
+        self.bridge_content(&info.remote_id, &jid, id, sender, timestamp, &message)
+            .await;
     }
 
     async fn on_groupchat(&self, from: &Jid, message: Message) {
@@ -777,10 +886,68 @@ impl Gateway {
                 .get_best_subject(vec![])
                 .map(|(_, subject)| subject.clone())
                 .unwrap_or_default();
-            self.queue(&room, at(id, sender, RemoteEventKind::Topic { topic }))
-                .await;
+            self.queue(
+                room.as_str(),
+                at(id, sender, RemoteEventKind::Topic { topic }),
+            )
+            .await;
             return;
         }
+        // Typing (XEP-0085) is carried apart; a message ends it.
+        self.chat_state(room.as_str(), &sender, &message).await;
+        self.bridge_content(room.as_str(), &room, id, sender, timestamp, &message)
+            .await;
+        self.seen(&room, timestamp.unwrap_or_else(now_ms)).await;
+    }
+
+    /// Shows `sender` typing in `portal` while a chat state (XEP-0085) says they
+    /// compose, and not once another says they stopped; only changes reach Matrix.
+    async fn chat_state(&self, portal: &str, sender: &GhostInfo, message: &Message) {
+        let Some(state) = message
+            .payloads
+            .iter()
+            .find(|p| p.ns() == ns::CHATSTATES)
+            .map(|p| p.name().to_owned())
+        else {
+            return;
+        };
+        let composing = state == "composing";
+        let changed = {
+            let mut typing = lock(&self.typing);
+            let key = (portal.to_owned(), sender.id.clone());
+            if composing {
+                typing.insert(key)
+            } else {
+                typing.remove(&key)
+            }
+        };
+        // A message ends typing on Matrix by itself.
+        if changed
+            && (composing || message.bodies.is_empty())
+            && let Err(error) = self.bridge().set_typing(portal, sender, composing).await
+        {
+            tracing::debug!(%error, "cannot show typing");
+        }
+    }
+
+    /// Bridges what a message from `sender` carries to `portal`: a retraction, a set of
+    /// reactions, a correction, or a message (with its reply and file). `scope` is where
+    /// the ids it names live: the room, or in a direct chat the other user.
+    async fn bridge_content(
+        &self,
+        portal: &str,
+        scope: &BareJid,
+        id: Option<String>,
+        sender: GhostInfo,
+        timestamp: Option<i64>,
+        message: &Message,
+    ) {
+        let at = |id, sender, kind| RemoteEvent {
+            id,
+            sender,
+            timestamp,
+            kind,
+        };
         let payload = |name: &str, namespace: &str| {
             message
                 .payloads
@@ -791,19 +958,19 @@ impl Gateway {
         if let Some(retract) =
             payload("retract", NS_RETRACT).and_then(|e| Retract::try_from(e).ok())
         {
-            let target = lock(&self.stanza_ids).message_id(&room, &retract.id);
-            if self.sent_by(&room, &target, &sender.id).await == Some(true) {
+            let target = lock(&self.stanza_ids).message_id(scope, &retract.id);
+            if self.sent_by(portal, &target, &sender.id).await == Some(true) {
                 let kind = RemoteEventKind::Delete { target };
-                self.queue(&room, at(id, sender, kind)).await;
+                self.queue(portal, at(id, sender, kind)).await;
             }
             return;
         }
         if let Some(reactions) =
             payload("reactions", ns::REACTIONS).and_then(|e| Reactions::try_from(e).ok())
         {
-            let target = lock(&self.stanza_ids).message_id(&room, &reactions.id);
+            let target = lock(&self.stanza_ids).message_id(scope, &reactions.id);
             let keys = reactions.reactions.into_iter().map(|r| r.emoji).collect();
-            let (added, removed) = self.set_reactions(&room, &sender.id, &target, keys);
+            let (added, removed) = self.set_reactions(scope, &sender.id, &target, keys);
             for key in added {
                 let id = Some(reaction_id(&sender.id, &target, &key));
                 let kind = RemoteEventKind::Reaction {
@@ -811,13 +978,13 @@ impl Gateway {
                     key,
                 };
                 let sender = sender.clone();
-                self.queue(&room, at(id, sender, kind)).await;
+                self.queue(portal, at(id, sender, kind)).await;
             }
             for key in removed {
                 let kind = RemoteEventKind::Delete {
                     target: reaction_id(&sender.id, &target, &key),
                 };
-                self.queue(&room, presence_event(sender.clone(), kind))
+                self.queue(portal, presence_event(sender.clone(), kind))
                     .await;
             }
             return;
@@ -828,7 +995,7 @@ impl Gateway {
         let mut body = body.clone();
         let mut reply_to = None;
         if let Some(reply) = payload("reply", NS_REPLY).and_then(|e| Reply::try_from(e).ok()) {
-            reply_to = Some(lock(&self.stanza_ids).message_id(&room, &reply.id));
+            reply_to = Some(lock(&self.stanza_ids).message_id(scope, &reply.id));
             // The quote clients without replies show is not part of the answer.
             if let Some(fallback) = message
                 .payloads
@@ -846,14 +1013,32 @@ impl Gateway {
             },
             None => RemoteMessage::text(body.clone()),
         };
-        let remote = RemoteMessage { reply_to, ..remote };
+        // A link given out of band (XEP-0066) as the whole body is a file (an upload,
+        // XEP-0363): the framework fetches it and uploads it to Matrix.
+        let file = payload("x", ns::OOB)
+            .and_then(|e| Oob::try_from(e).ok())
+            .filter(|oob| oob.url == body.trim() && oob.url.starts_with("http"))
+            .map(|oob| RemoteFile {
+                name: file_name(&oob.url),
+                url: oob.url,
+            });
+        let remote = match file {
+            Some(file) => RemoteMessage {
+                kind: MessageKind::File,
+                body: file.name.clone(),
+                html: None,
+                reply_to,
+                file: Some(file),
+            },
+            None => RemoteMessage { reply_to, ..remote },
+        };
         // A correction (XEP-0308) of a message bridged from its sender is an edit; of one
         // never seen, a message; of someone else's, nothing.
         let correction = payload("replace", ns::MESSAGE_CORRECT)
             .and_then(|e| Replace::try_from(e).ok())
             .map(|replace| replace.id.0);
         let kind = match correction {
-            Some(target) => match self.sent_by(&room, &target, &sender.id).await {
+            Some(target) => match self.sent_by(portal, &target, &sender.id).await {
                 Some(true) => RemoteEventKind::Edit {
                     target,
                     message: remote,
@@ -863,14 +1048,13 @@ impl Gateway {
             },
             None => RemoteEventKind::Message(remote),
         };
-        self.queue(&room, at(id, sender, kind)).await;
-        self.seen(&room, timestamp.unwrap_or_else(now_ms)).await;
+        self.queue(portal, at(id, sender, kind)).await;
     }
 
-    /// Whether the message `target` in `room` was bridged from `sender` (`None`: it was
-    /// not bridged).
-    async fn sent_by(&self, room: &BareJid, target: &str, sender: &str) -> Option<bool> {
-        match self.bridge().event_of_remote(room.as_str(), target).await {
+    /// Whether the message `target` in `portal` was bridged from `sender` (`None`: it
+    /// was not bridged).
+    async fn sent_by(&self, portal: &str, target: &str, sender: &str) -> Option<bool> {
+        match self.bridge().event_of_remote(portal, target).await {
             Ok(found) => found.map(|found| found.sender == sender),
             Err(error) => {
                 tracing::warn!(%error, "cannot look up a bridged message");
@@ -1001,10 +1185,10 @@ impl Gateway {
 
     // ----- to Matrix ----------------------------------------------------------------
 
-    /// Queues `event` on `room`'s portal; a room without a portal is skipped.
-    async fn queue(&self, room: &BareJid, event: RemoteEvent) {
+    /// Queues `event` on `portal`; a chat without a portal is skipped.
+    async fn queue(&self, portal: &str, event: RemoteEvent) {
         self.bridge()
-            .queue_retrying(room.as_str(), &event, &self.stop)
+            .queue_retrying(portal, &event, &self.stop)
             .await;
     }
 
@@ -1064,6 +1248,16 @@ fn occupant_id(payloads: &[Element]) -> Option<String> {
         .find(|p| p.is("occupant-id", ns::OID))
         .and_then(|p| OccupantId::try_from(p.clone()).ok())
         .map(|o| o.id)
+}
+
+/// The last part of a URL's path, the name of the file it links to.
+fn file_name(url: &str) -> String {
+    url.split(['?', '#'])
+        .next()
+        .and_then(|path| path.rsplit('/').find(|part| !part.is_empty()))
+        .filter(|name| !name.contains(':'))
+        .unwrap_or("file")
+        .to_owned()
 }
 
 /// The id `room` gave a message (XEP-0359).

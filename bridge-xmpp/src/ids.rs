@@ -5,6 +5,7 @@
 //!   two hex digits for every byte outside `a-z 0-9 . -`, so the first `_` ends it.
 //! - A ghost's remote id names an XMPP user by the best handle the room gives
 //!   ([`GhostId`]).
+//! - A direct chat's remote id is `direct/<Matrix user>/<XMPP bare JID>`.
 //! - A Matrix user's puppet is `<localpart>\3a<server>@<component domain>`: the user id
 //!   without its `@`, escaped by XEP-0106.
 
@@ -79,6 +80,11 @@ impl GhostId {
             GhostId::Jid(_) => None,
         }
     }
+}
+
+/// The remote id of the direct chat between Matrix user `user` and XMPP user `jid`.
+pub fn direct_id(user: &UserId, jid: &BareJid) -> String {
+    format!("direct/{user}/{jid}")
 }
 
 /// The alias suffix of a group chat: `room_muc.example`.

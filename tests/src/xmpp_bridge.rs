@@ -34,6 +34,9 @@ pub fn xmpp_bridge_with(
                     }
                     "server_port" => format!("  server_port: {port}"),
                     "component_secret" => format!("  component_secret: \"{secret}\""),
+                    // The tests serve files on loopback, as an XMPP server's own upload
+                    // service on the operator's network would.
+                    "trusted_media_hosts" => "  trusted_media_hosts: [\"127.0.0.1\"]".to_owned(),
                     _ => line.to_owned(),
                 };
                 lines.push(line);

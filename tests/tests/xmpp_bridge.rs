@@ -765,3 +765,160 @@ async fn bursts_of_1000_cross_both_ways_in_order_through_a_crash() {
         "Matrix to XMPP: more than the one message in hand was repeated"
     );
 }
+
+/// Serves `body` as `content_type` to every request on a free loopback port; returns
+/// the port.
+async fn serve_file(body: &'static [u8], content_type: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body).await;
+        }
+    });
+    port
+}
+
+/// Direct chats both ways, typing (XEP-0085) both ways, and a file linked out of band
+/// (XEP-0066) uploaded to Matrix.
+#[tokio::test]
+async fn direct_chats_typing_and_files() {
+    let mut bed = bed("direct").await;
+    let carol_ghost = bed.ghost_named("carol").await;
+    let puppet = r"alice\3alocalhost@bridge.localhost";
+
+    // XMPP to Matrix: carol writes to alice's puppet; her ghost (by address) opens a
+    // direct chat.
+    bed.carol.send_chat(puppet, "psst, private").await.unwrap();
+    let dm = bed
+        .alice
+        .wait_for_invite(WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+    bed.alice.join(dm.as_str()).await.unwrap();
+    let carol_address_ghost = "@xmpp_carol=40localhost:localhost";
+    bed.alice
+        .wait_for_event(&dm, WAIT, |e| {
+            e["sender"] == carol_address_ghost && e["content"]["body"] == "psst, private"
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+    bed.alice.send_text(&dm, "hi carol").await.unwrap();
+    let answer = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.attr("type") == Some("chat")
+                && s.get_child("body", NS_CLIENT)
+                    .is_some_and(|b| b.text() == "hi carol")
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+    assert_eq!(
+        answer.attr("from"),
+        Some(format!("{puppet}/trestle").as_str())
+    );
+
+    // Matrix to XMPP: alice invites dave's ghost to a direct chat.
+    let mut dave = bed.prosody.client("dave", "dave-password").await.unwrap();
+    let dave_ghost = "@xmpp_dave=40localhost:localhost";
+    let chat = bed
+        .alice
+        .create_room(json!({
+            "is_direct": true, "invite": [dave_ghost], "preset": "trusted_private_chat",
+        }))
+        .await
+        .unwrap();
+    bed.alice
+        .wait_for_event(&chat, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == dave_ghost
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+    bed.alice.send_text(&chat, "hello dave").await.unwrap();
+    dave.wait_for_body("hello dave", WAIT).await.unwrap();
+    dave.send_chat(puppet, "hello alice").await.unwrap();
+    bed.alice
+        .wait_for_event(&chat, WAIT, |e| {
+            e["sender"] == dave_ghost && e["content"]["body"] == "hello alice"
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+
+    // Typing in the group chat, XMPP to Matrix...
+    let composing = groupchat(
+        &bed.muc.clone(),
+        "t1",
+        None,
+        vec![element(
+            "composing",
+            "http://jabber.org/protocol/chatstates",
+            &[],
+            None,
+        )],
+    );
+    bed.carol.send(&composing).await.unwrap();
+    bed.matrix_event(|e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|id| *id == carol_ghost.as_str()))
+    })
+    .await;
+    // ...and Matrix to XMPP, once alice's puppet is in the room.
+    bed.alice.send_text(&bed.room, "here").await.unwrap();
+    bed.xmpp_message("alice", "here").await;
+    bed.alice
+        .request(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                bed.room,
+                bed.alice.user_id()
+            ),
+            Some(&json!({"typing": true, "timeout": 10000})),
+        )
+        .await
+        .unwrap();
+    let from_alice = format!("{}/alice", bed.muc);
+    bed.carol
+        .wait_for(WAIT, |s| {
+            s.attr("from") == Some(from_alice.as_str())
+                && s.get_child("composing", "http://jabber.org/protocol/chatstates")
+                    .is_some()
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+
+    // A file linked out of band is uploaded to Matrix under its name.
+    let port = serve_file(b"the notes", "text/plain").await;
+    let url = format!("http://127.0.0.1:{port}/files/notes.txt");
+    let mut oob = element("x", "jabber:x:oob", &[], None);
+    oob.append_child(element("url", "jabber:x:oob", &[], Some(&url)));
+    let muc = bed.muc.clone();
+    bed.carol
+        .send(&groupchat(&muc, "f1", Some(&url), vec![oob]))
+        .await
+        .unwrap();
+    let file = bed
+        .matrix_event(|e| {
+            e["sender"] == carol_ghost.as_str() && e["content"]["msgtype"] == "m.file"
+        })
+        .await;
+    assert_eq!(file["content"]["body"], "notes.txt", "{file}");
+    assert!(
+        file["content"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("mxc://")),
+        "{file}"
+    );
+}
