@@ -250,7 +250,7 @@ impl Gateway {
         room: &BareJid,
         who: &FullJid,
         nicks: &[String],
-        history: History,
+        history: Option<History>,
     ) -> Result<String, ConnectorError> {
         for nick in nicks {
             let Ok(occupant) = room.with_resource_str(nick) else {
@@ -262,11 +262,14 @@ impl Gateway {
                 rooms.joins.insert((who.clone(), room.clone()), done);
                 rooms.room(room).joining.insert(nick.clone());
             }
-            let muc = Muc {
-                password: None,
-                history: Some(history.clone()),
-            };
-            let presence = Presence::available().with_to(occupant).with_payload(muc);
+            // Without history asked for, an occupant changes nick (no MUC payload).
+            let mut presence = Presence::available().with_to(occupant);
+            if let Some(history) = &history {
+                presence.add_payload(Muc {
+                    password: None,
+                    history: Some(history.clone()),
+                });
+            }
             let mut presence = presence;
             presence.from = Some(Jid::from(who.clone()));
             let sent = self.component.send(presence).await;
@@ -325,7 +328,9 @@ impl Gateway {
             None => no_history(),
         };
         let nicks = nick_candidates(&self.config.bot_nick, "bridge");
-        let nick = self.join(room, &self.bot_jid(), &nicks, history).await?;
+        let nick = self
+            .join(room, &self.bot_jid(), &nicks, Some(history))
+            .await?;
         let mut rooms = lock(&self.rooms);
         let state = rooms.room(room);
         state.joining.remove(&nick);
@@ -455,13 +460,36 @@ impl Gateway {
         user: &UserId,
         name: Option<&str>,
     ) -> Result<String, ConnectorError> {
-        if let Some(nick) = lock(&self.rooms).room(room).puppets.get(user) {
-            return Ok(nick.clone());
+        let current = lock(&self.rooms).room(room).puppets.get(user).cloned();
+        if let Some(nick) = current {
+            return match name {
+                Some(name) if !nick_candidates(name, "matrix").contains(&nick) => {
+                    self.rename_puppet(room, user, name).await
+                }
+                _ => Ok(nick),
+            };
         }
         self.join_bot(room).await?;
         let jid = self.puppet_jid(user)?;
         let nicks = nick_candidates(name.unwrap_or(user.localpart()), "matrix");
-        let nick = self.join(room, &jid, &nicks, no_history()).await?;
+        let nick = self.join(room, &jid, &nicks, Some(no_history())).await?;
+        let mut rooms = lock(&self.rooms);
+        let state = rooms.room(room);
+        state.puppets.insert(user.to_owned(), nick.clone());
+        state.joining.remove(&nick);
+        Ok(nick)
+    }
+
+    /// Changes the nick of `user`'s puppet in `room` to follow their new `name`.
+    async fn rename_puppet(
+        &self,
+        room: &BareJid,
+        user: &UserId,
+        name: &str,
+    ) -> Result<String, ConnectorError> {
+        let jid = self.puppet_jid(user)?;
+        let nicks = nick_candidates(name, "matrix");
+        let nick = self.join(room, &jid, &nicks, None).await?;
         let mut rooms = lock(&self.rooms);
         let state = rooms.room(room);
         state.puppets.insert(user.to_owned(), nick.clone());
@@ -713,8 +741,8 @@ impl Gateway {
         presence: &Presence,
         statuses: &[Status],
     ) {
-        let waiter = lock(&self.rooms).joins.remove(&(to.clone(), room.clone()));
         if presence.type_ != PresenceType::Unavailable {
+            let waiter = lock(&self.rooms).joins.remove(&(to.clone(), room.clone()));
             if let Some(waiter) = waiter {
                 let _ = waiter.send(Ok(nick.to_owned()));
             }

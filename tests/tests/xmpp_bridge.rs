@@ -308,6 +308,23 @@ async fn a_stanza_the_bridge_cannot_read_is_answered_with_an_error_and_the_bridg
         to_string(&version)
     );
 
+    // A huge body neither stops the bridge nor holds back what follows.
+    // It arrives as its start, with the whole text as a file.
+    let huge = "x".repeat(200_000);
+    bed.carol.send_groupchat(&bed.muc, &huge).await.unwrap();
+    let long = bed
+        .matrix_event(|e| {
+            e["sender"] == carol_ghost.as_str() && e["content"]["msgtype"] == "m.file"
+        })
+        .await;
+    assert_eq!(long["content"]["filename"], "message.txt", "{long}");
+    assert!(
+        long["content"]["body"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("xxxx") && b.len() < 20_000),
+        "{long}"
+    );
+
     // And the stream is still up: messages keep coming.
     bed.carol.send_groupchat(&bed.muc, "after").await.unwrap();
     bed.matrix_event(|e| e["sender"] == carol_ghost.as_str() && e["content"]["body"] == "after")
@@ -920,5 +937,45 @@ async fn direct_chats_typing_and_files() {
             .as_str()
             .is_some_and(|u| u.starts_with("mxc://")),
         "{file}"
+    );
+}
+
+#[tokio::test]
+async fn a_puppet_follows_its_users_display_name() {
+    let mut bed = bed("rename").await;
+    bed.alice.send_text(&bed.room, "as alice").await.unwrap();
+    bed.xmpp_message("alice", "as alice").await;
+    bed.alice
+        .request(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                bed.alice.user_id()
+            ),
+            Some(&json!({"displayname": "Alice Liddell"})),
+        )
+        .await
+        .unwrap();
+    // The room tells of the nick change (status 303), then the puppet speaks under it.
+    let from_old = format!("{}/alice", bed.muc);
+    let change = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.name() == "presence"
+                && s.attr("from") == Some(from_old.as_str())
+                && s.attr("type") == Some("unavailable")
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+    assert!(to_string(&change).contains("303"), "{}", to_string(&change));
+    bed.alice
+        .send_text(&bed.room, "as Alice Liddell")
+        .await
+        .unwrap();
+    bed.xmpp_message("Alice Liddell", "as Alice Liddell").await;
+    // The puppet's new nick is not taken for an XMPP user.
+    assert_eq!(
+        bed.ghosts_named("Alice Liddell").await,
+        Vec::<String>::new()
     );
 }

@@ -542,6 +542,8 @@ async fn message_content(
     }
     if let Some(file) = &message.file {
         attach_file(shared, &mut content, message, file, attempts).await?;
+    } else if content.to_string().len() > LONGEST_TEXT {
+        content = long_text(shared, message).await?;
     }
     if let Some(reply_to) = &message.reply_to {
         match mapped_target(shared, portal, reply_to).await {
@@ -554,6 +556,50 @@ async fn message_content(
         }
     }
     Ok(content)
+}
+
+/// The largest text content sent as an event: Matrix events are limited to 64 KiB in
+/// all, envelope and signatures included.
+const LONGEST_TEXT: usize = 48 * 1024;
+
+/// A message too long for one event: its start, and the whole text as a file (words are
+/// never dropped because the homeserver would refuse the event).
+async fn long_text(
+    shared: &Shared,
+    message: &RemoteMessage,
+) -> Result<serde_json::Value, Undelivered> {
+    let mut cut = LONGEST_TEXT / 4;
+    while !message.body.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let start = &message.body[..cut];
+    match shared
+        .matrix
+        .bot()
+        .upload_media(
+            message.body.as_bytes(),
+            "text/plain; charset=utf-8",
+            Some("message.txt"),
+        )
+        .await
+    {
+        // With `filename` given, the body is the file's caption (Matrix 1.10).
+        Ok(mxc) => Ok(json!({
+            "msgtype": "m.file",
+            "body": format!("{start}… (the whole message is in message.txt)"),
+            "filename": "message.txt",
+            "url": mxc,
+            "info": { "mimetype": "text/plain", "size": message.body.len() },
+        })),
+        Err(error) if matrix_is_transient(&error) => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%error, "cannot upload a long message; sending its start");
+            Ok(json!({
+                "msgtype": message.kind.msgtype(),
+                "body": format!("{start}… (cut: the message was too long for Matrix)"),
+            }))
+        }
+    }
 }
 
 /// Uploads `file` and makes `content` a media message of it. A file that cannot be had
