@@ -11,6 +11,7 @@ use bridge_core::connector::{
     MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, Membership, MessageKind,
     Portal, PortalInfo,
 };
+use bridge_core::format::html_to_text;
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::Id;
@@ -22,6 +23,7 @@ use crate::config::XmppConfig;
 use crate::gateway::{Gateway, To, parse_reaction_id, reaction_id};
 use crate::ids::{GhostId, room_of_alias};
 use crate::payloads::{Fallback, FallbackBody, NS_REPLY, NS_RETRACT, Reply, Retract};
+use crate::styling::Styling;
 
 /// The XMPP connector.
 #[derive(Debug)]
@@ -71,9 +73,14 @@ impl XmppConnector {
 fn message_content(gateway: &Gateway, to: &To, message: &MatrixMessage) -> (String, Vec<Element>) {
     let room = to.scope();
     let bridge = gateway.bridge();
-    let mut body = match message.kind {
-        MessageKind::Emote => format!("/me {}", message.body),
+    // Formatting goes as message styling (XEP-0393), which XMPP clients show.
+    let text = match &message.html {
+        Some(html) if message.media.is_none() => html_to_text(html, &Styling),
         _ => message.body.clone(),
+    };
+    let mut body = match message.kind {
+        MessageKind::Emote => format!("/me {text}"),
+        _ => text,
     };
     let mut payloads = Vec::new();
     if let Some(media) = &message.media {

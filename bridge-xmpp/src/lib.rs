@@ -6,6 +6,7 @@
 //!   stanza the server sends;
 //! - [`payloads`]: message payloads xmpp-parsers lacks (retraction, replies, fallback);
 //! - [`rooms`]: what the bridge knows of the group chats it is in;
+//! - [`styling`]: Matrix HTML as XMPP message styling (XEP-0393);
 //! - [`stanza_ids`]: the ids group chats give messages, beside the bridge's own;
 //! - [`component`]: the component connection (XEP-0114), kept up;
 //! - [`ids`]: XMPP addresses as bridge ids, Matrix ids as XMPP addresses.
@@ -18,3 +19,4 @@ pub mod ids;
 pub mod payloads;
 pub mod rooms;
 pub mod stanza_ids;
+pub mod styling;

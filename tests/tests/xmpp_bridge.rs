@@ -160,6 +160,21 @@ async fn a_group_chat_portal_carries_messages_both_ways() {
         .unwrap();
     bed.xmpp_message("alice", "/me dances").await;
 
+    // Matrix formatting goes as message styling (XEP-0393).
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text", "body": "bold and code",
+                "format": "org.matrix.custom.html",
+                "formatted_body": "<b>bold</b> and <code>code</code>",
+            }),
+        )
+        .await
+        .unwrap();
+    bed.xmpp_message("alice", "*bold* and `code`").await;
+
     // Lines stay in one message; XML in a body is text, never markup.
     bed.alice
         .send_text(&bed.room, "two\nlines <b>&amp;</b>")
