@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bridge_core::bridge::BridgeHandle;
+use bridge_core::bridge::{BridgeHandle, Permission};
 use bridge_core::connector::{
     Capabilities, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixEdit,
     MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, Membership, MessageKind,
@@ -39,6 +39,16 @@ impl XmppConnector {
             trusted_media_hosts: config.trusted_media_hosts.clone(),
             gateway: Gateway::new(config),
         }
+    }
+
+    /// Refuses what only a user's own XMPP identity can do, for relayed users.
+    fn needs_identity(&self, user: &ruma::UserId) -> Result<(), ConnectorError> {
+        if self.gateway.bridge().permission(user) < Permission::User {
+            return Err(ConnectorError::Refused(
+                "relayed messages cannot be edited, retracted or reacted to on XMPP".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// Where a portal's messages go: its group chat, or the other user of a direct chat.
@@ -150,6 +160,24 @@ fn is_trusted(url: &str, trusted: &[String]) -> bool {
             .any(|trusted| trusted == authority || trusted == host)
 }
 
+/// How a relayed Matrix user is named on XMPP: their display name on one line, at most
+/// 32 characters, else their localpart.
+fn relay_name(message: &MatrixMessage) -> String {
+    let name: String = message
+        .sender_name
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(32)
+        .collect();
+    if name.trim().is_empty() {
+        message.sender.localpart().to_owned()
+    } else {
+        name.trim().to_owned()
+    }
+}
+
 /// A user's reactions `keys` to `message` (XEP-0444), naming it as the room does.
 fn reactions_payload(
     gateway: &Gateway,
@@ -250,6 +278,21 @@ impl Connector for XmppConnector {
         let (body, payloads) = message_content(&self.gateway, &to, message);
         // The event id is the message's id: a repeat after a crash carries the same one.
         let id = message.event_id.to_string();
+        if message.permission < Permission::User {
+            // A relayed user has no XMPP identity: the bot says it, naming them.
+            let To::Room(room) = &to else {
+                return Err(ConnectorError::Refused(
+                    "direct chats need your own XMPP identity (permission `user`)".to_owned(),
+                ));
+            };
+            let name = relay_name(message);
+            let body = match body.strip_prefix("/me ") {
+                Some(action) => format!("* {name} {action}"),
+                None => format!("<{name}> {body}"),
+            };
+            self.gateway.relay(room, &id, &body, payloads).await?;
+            return Ok(vec![id]);
+        }
         self.gateway
             .say(
                 &to,
@@ -269,6 +312,7 @@ impl Connector for XmppConnector {
         edit: &MatrixEdit,
     ) -> Result<Vec<String>, ConnectorError> {
         // A correction (XEP-0308) names the message by the id it was sent with.
+        self.needs_identity(&edit.sender)?;
         let to = Self::to(portal)?;
         let new_content = MatrixMessage {
             reply_to: None,
@@ -300,6 +344,7 @@ impl Connector for XmppConnector {
         portal: &Portal,
         redaction: &MatrixRedaction,
     ) -> Result<Vec<String>, ConnectorError> {
+        self.needs_identity(&redaction.sender)?;
         let to = Self::to(portal)?;
         let room = to.scope().clone();
         let sender = redaction.sender.as_str();
@@ -354,6 +399,7 @@ impl Connector for XmppConnector {
         reaction: &MatrixReaction,
     ) -> Result<Vec<String>, ConnectorError> {
         // XMPP sends a user's whole set of reactions to a message (XEP-0444).
+        self.needs_identity(&reaction.sender)?;
         let to = Self::to(portal)?;
         let room = to.scope().clone();
         let sender = reaction.sender.as_str();
@@ -393,7 +439,8 @@ impl Connector for XmppConnector {
         portal: &Portal,
         membership: &MatrixMembership,
     ) -> Result<(), ConnectorError> {
-        if membership.target_ghost.is_some() || portal.direct.is_some() {
+        let relayed = self.gateway.bridge().permission(&membership.target) < Permission::User;
+        if membership.target_ghost.is_some() || portal.direct.is_some() || relayed {
             return Ok(());
         }
         let room = Self::room(portal)?;

@@ -43,7 +43,7 @@ use crate::component::{Component, ComponentOptions, SendError};
 use crate::config::XmppConfig;
 use crate::ids::{GhostId, RESOURCE, alias_suffix, direct_id, puppet_full_jid, user_of_puppet};
 use crate::payloads::{Fallback, NS_REPLY, NS_RETRACT, Reply, Retract, strip_fallback};
-use crate::rooms::{JoinRefusal, Occupant, Rooms, level_of, nick_candidates};
+use crate::rooms::{JoinRefusal, Occupant, Rooms, level_of, matrix_presence, nick_candidates};
 use crate::stanza_ids::StanzaIds;
 
 /// How long a join may take before it counts as failed.
@@ -543,6 +543,24 @@ impl Gateway {
         self.component.send(message).await.map_err(retry)
     }
 
+    /// Says `body` in `room` as the bot, for a Matrix user without an XMPP identity.
+    pub async fn relay(
+        &self,
+        room: &BareJid,
+        id: &str,
+        body: &str,
+        payloads: Vec<Element>,
+    ) -> Result<(), ConnectorError> {
+        self.join_bot(room).await?;
+        let mut message = Message::groupchat(Some(Jid::from(room.clone())));
+        message.from = Some(Jid::from(self.bot_jid()));
+        message.id = Some(tokio_xmpp::parsers::message::Id(id.to_owned()));
+        message.bodies.insert(Lang::default(), body.to_owned());
+        message.payloads.push(OriginId { id: id.to_owned() }.into());
+        message.payloads.extend(payloads);
+        self.component.send(message).await.map_err(retry)
+    }
+
     /// Tells `to` that `user` is typing or stopped (XEP-0085), if their puppet is there.
     pub async fn typing(&self, to: &To, user: &UserId, typing: bool) -> Result<(), ConnectorError> {
         let mut message = match to {
@@ -678,6 +696,8 @@ impl Gateway {
                     return;
                 }
             }
+            self.presence(&ghost_info(&ghost, &nick), "offline", None)
+                .await;
             let reason = if statuses.contains(&Status::Kicked) {
                 Some(with_reason(
                     "kicked",
@@ -698,18 +718,27 @@ impl Gateway {
             .await;
             return;
         }
+        let presence_now = (
+            matrix_presence(presence.show.as_ref()).to_owned(),
+            presence.statuses.values().next().cloned(),
+        );
         let before = lock(&self.rooms).room(&room).occupants.insert(
             nick.clone(),
             Occupant {
                 ghost: ghost.clone(),
                 level,
+                presence: presence_now.clone(),
             },
         );
+        let sender = ghost_info(&ghost, &nick);
+        if before.as_ref().map(|o| &o.presence) != Some(&presence_now) {
+            self.presence(&sender, &presence_now.0, presence_now.1.as_deref())
+                .await;
+        }
         if !bot_in {
             // The occupant list sent before the bot's own presence: the portal's members.
             return;
         }
-        let sender = ghost_info(&ghost, &nick);
         if before.is_none() {
             self.queue(
                 room.as_str(),
@@ -926,6 +955,14 @@ impl Gateway {
         self.bridge_content(room.as_str(), &room, id, sender, timestamp, &message)
             .await;
         self.seen(&room, timestamp.unwrap_or_else(now_ms)).await;
+    }
+
+    /// Sets `ghost`'s Matrix presence. A ghost known in several rooms has one presence:
+    /// the last said anywhere.
+    async fn presence(&self, ghost: &GhostInfo, presence: &str, status: Option<&str>) {
+        if let Err(error) = self.bridge().set_presence(ghost, presence, status).await {
+            tracing::debug!(%error, "cannot set a ghost's presence");
+        }
     }
 
     /// Shows `sender` typing in `portal` while a chat state (XEP-0085) says they

@@ -17,6 +17,8 @@ pub struct Occupant {
     pub ghost: GhostId,
     /// Their power level in the portal, from affiliation and role.
     pub level: i64,
+    /// Their presence as Matrix says it (`online`, `unavailable`) and status message.
+    pub presence: (String, Option<String>),
 }
 
 /// The power level a Matrix room gives an occupant: owners 100, admins and moderators 50.
@@ -25,6 +27,15 @@ pub fn level_of(affiliation: &Affiliation, role: &Role) -> i64 {
         (Affiliation::Owner, _) => 100,
         (Affiliation::Admin, _) | (_, Role::Moderator) => 50,
         _ => 0,
+    }
+}
+
+/// An XMPP presence's availability (`show`) as Matrix presence: away, extended away
+/// and do-not-disturb are `unavailable`.
+pub fn matrix_presence(show: Option<&xmpp_parsers::presence::Show>) -> &'static str {
+    match show {
+        None | Some(xmpp_parsers::presence::Show::Chat) => "online",
+        Some(_) => "unavailable",
     }
 }
 

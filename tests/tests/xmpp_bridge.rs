@@ -7,9 +7,9 @@ use minidom::Element;
 use ruma::OwnedRoomId;
 use serde_json::{Value, json};
 use trestle_tests::bridge_process::BridgeProcess;
-use trestle_tests::matrix::MatrixClient;
+use trestle_tests::matrix::{MatrixClient, urlencode};
 use trestle_tests::xmpp::{NS_CLIENT, XmppClient, to_string};
-use trestle_tests::xmpp_bridge::xmpp_bridge;
+use trestle_tests::xmpp_bridge::xmpp_bridge_with;
 use trestle_tests::{Prosody, Synapse};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -31,11 +31,16 @@ struct Bed {
 }
 
 async fn bed(room: &str) -> Bed {
+    bed_with(room, str::to_owned).await
+}
+
+/// The bed with the bridge's generated config passed through `edit`.
+async fn bed_with(room: &str, edit: impl FnOnce(&str) -> String) -> Bed {
     let prosody = Prosody::start().await.unwrap();
     let muc = format!("{room}@{}", Prosody::MUC_DOMAIN);
     let mut carol = prosody.client("carol", "carol-password").await.unwrap();
     carol.join_muc(&muc, "carol").await.unwrap();
-    let (mut bridge, registration) = xmpp_bridge(&prosody).unwrap();
+    let (mut bridge, registration) = xmpp_bridge_with(&prosody, None, edit).unwrap();
     let synapse = Synapse::start(&[registration]).await.unwrap();
     bridge.start(&synapse.url()).await.unwrap();
     let alice = synapse
@@ -993,4 +998,86 @@ async fn a_puppet_follows_its_users_display_name() {
         bed.ghosts_named("Alice Liddell").await,
         Vec::<String>::new()
     );
+}
+
+/// A Matrix user with the `relay` permission gets no puppet: the bot says their messages
+/// with their name in front. XMPP presence is the ghosts' Matrix presence.
+#[tokio::test]
+async fn relay_users_speak_through_the_bot_and_presence_is_mirrored() {
+    let mut bed = bed_with("relay", |config| {
+        let entries = "    \"localhost\": \"user\"\n";
+        assert!(config.contains(entries), "{config}");
+        config.replace(
+            entries,
+            &format!("{entries}    \"@rita:localhost\": \"relay\"\n"),
+        )
+    })
+    .await;
+    let carol_ghost = bed.ghost_named("carol").await;
+    let presence_of = async |bed: &Bed, user: &str| {
+        bed.alice
+            .request(
+                reqwest::Method::GET,
+                &format!("/_matrix/client/v3/presence/{}/status", urlencode(user)),
+                None,
+            )
+            .await
+            .unwrap()
+    };
+
+    let rita = bed
+        .synapse
+        .register_user("rita", "rita-password", false)
+        .await
+        .unwrap();
+    rita.join(bed.room.as_str()).await.unwrap();
+    rita.send_text(&bed.room, "hello via the bot")
+        .await
+        .unwrap();
+    bed.xmpp_message("Matrix", "<rita> hello via the bot").await;
+    rita.send(
+        &bed.room,
+        "m.room.message",
+        &json!({"msgtype": "m.emote", "body": "waves"}),
+    )
+    .await
+    .unwrap();
+    bed.xmpp_message("Matrix", "* rita waves").await;
+    // rita never joined the room herself.
+    let joined = bed
+        .carol
+        .wait_for(Duration::from_secs(1), |s| {
+            s.name() == "presence"
+                && s.attr("from")
+                    .is_some_and(|f| f.to_lowercase().contains("/rita"))
+        })
+        .await;
+    assert!(joined.is_err(), "rita got a puppet: {joined:?}");
+
+    // carol is online; then away, with a status.
+    let seen = presence_of(&bed, &carol_ghost).await;
+    assert_eq!(seen["presence"], "online", "{seen}");
+    let away = Element::builder("presence", NS_CLIENT)
+        .attr(name("to"), format!("{}/carol", bed.muc))
+        .append(Element::builder("show", NS_CLIENT).append("away").build())
+        .append(
+            Element::builder("status", NS_CLIENT)
+                .append("at lunch")
+                .build(),
+        )
+        .build();
+    bed.carol.send(&away).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let seen = presence_of(&bed, &carol_ghost).await;
+        if seen["presence"] == "unavailable" && seen["status_msg"] == "at lunch" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{seen}\n{}",
+            bed.bridge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -250,6 +250,23 @@ impl BridgeHandle {
         Ok(())
     }
 
+    /// Sets a remote user's presence on Matrix, at once (presence is not queued):
+    /// `online`, `unavailable` (away) or `offline`, with a status message if given.
+    pub async fn set_presence(
+        &self,
+        ghost: &GhostInfo,
+        presence: &str,
+        status: Option<&str>,
+    ) -> Result<(), BridgeError> {
+        let user = self.shared.ensure_ghost(ghost).await?;
+        self.shared
+            .matrix
+            .as_user(&user)
+            .set_presence(presence, status)
+            .await?;
+        Ok(())
+    }
+
     /// The Matrix event a remote message (part 0) became, if it was bridged.
     pub async fn event_of_remote(
         &self,
