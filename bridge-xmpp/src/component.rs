@@ -25,7 +25,6 @@ use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::ping::Ping;
-use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::xmlstream::{
     FallibleStreamElement, RawStanzaHeader, ReadError, StreamElementError, StreamHeader, Timeouts,
@@ -245,8 +244,8 @@ impl Component {
                 }
                 item = stream.next() => match item {
                     Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza)))) => {
-                        if inbound.send(stanza).await.is_err() {
-                            return "nothing handles stanzas any more".to_owned();
+                        if let Err(why) = Self::deliver(&mut stream, stanza, inbound, outgoing).await {
+                            return why;
                         }
                     }
                     Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(error)))) => {
@@ -282,16 +281,44 @@ impl Component {
                     }
                 },
                 Some(pending) = outgoing.recv() => {
-                    match stream.send(&pending.stanza).await {
-                        Ok(()) => {
-                            let _ = pending.done.send(Ok(()));
-                        }
-                        Err(error) => {
-                            let _ = pending.done.send(Err(SendError::Lost(error.to_string())));
-                            return format!("writing: {error}");
-                        }
+                    if let Err(why) = Self::write(&mut stream, pending).await {
+                        return why;
                     }
                 }
+            }
+        }
+    }
+
+    /// Hands `stanza` to the handler, writing what is sent meanwhile: the handler may be
+    /// waiting for one of its own sends to be written before it takes the next stanza.
+    async fn deliver(
+        stream: &mut Stream,
+        stanza: Stanza,
+        inbound: &mpsc::Sender<Stanza>,
+        outgoing: &mut mpsc::Receiver<Outgoing>,
+    ) -> Result<(), String> {
+        loop {
+            tokio::select! {
+                permit = inbound.reserve() => {
+                    let permit = permit.map_err(|_| "nothing handles stanzas any more".to_owned())?;
+                    permit.send(stanza);
+                    return Ok(());
+                }
+                Some(pending) = outgoing.recv() => Self::write(stream, pending).await?,
+            }
+        }
+    }
+
+    /// Writes one stanza and tells its sender.
+    async fn write(stream: &mut Stream, pending: Outgoing) -> Result<(), String> {
+        match stream.send(&pending.stanza).await {
+            Ok(()) => {
+                let _ = pending.done.send(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                let _ = pending.done.send(Err(SendError::Lost(error.to_string())));
+                Err(format!("writing: {error}"))
             }
         }
     }
@@ -309,10 +336,16 @@ impl Component {
     }
 }
 
-/// The error answer to a stanza that did not parse, if it deserves one (never to an
-/// error or an IQ result, which would start a loop).
+/// The error answer to a stanza that did not parse, if it deserves one (an IQ request or
+/// a message outside group chats; answering errors or results would start a loop).
 fn error_answer(name: &str, header: RawStanzaHeader, reason: &str) -> Option<Stanza> {
-    if matches!(header.type_.as_deref(), Some("error" | "result")) {
+    // Never an error, a result, a presence or a group chat message: a room may take an
+    // error from an occupant as a reason to kick it.
+    if matches!(
+        header.type_.as_deref(),
+        Some("error" | "result" | "groupchat")
+    ) || name == "presence"
+    {
         return None;
     }
     let to = Jid::new(header.from.as_deref()?).ok()?;
@@ -339,12 +372,6 @@ fn error_answer(name: &str, header: RawStanzaHeader, reason: &str) -> Option<Sta
             message.payloads.push(Element::from(error));
             Stanza::Message(message)
         }
-        _ => {
-            let mut presence = Presence::new(PresenceType::Error).with_to(to);
-            presence.from = from;
-            presence.id = header.id;
-            presence.payloads.push(Element::from(error));
-            Stanza::Presence(presence)
-        }
+        _ => return None,
     })
 }

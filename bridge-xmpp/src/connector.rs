@@ -126,7 +126,8 @@ fn message_content(gateway: &Gateway, to: &To, message: &MatrixMessage) -> (Stri
             }
             .into(),
         );
-        if let Some(nick) = nick {
+        // An emote keeps `/me ` first, so it has no `nick: ` prefix.
+        if let Some(nick) = nick.filter(|_| message.kind != MessageKind::Emote) {
             let prefix = format!("{nick}: ");
             payloads.push(
                 Fallback {
@@ -147,17 +148,19 @@ fn message_content(gateway: &Gateway, to: &To, message: &MatrixMessage) -> (Stri
 /// Whether `url`'s host (or host and port) is one of `trusted`; a URL with user
 /// information never is.
 fn is_trusted(url: &str, trusted: &[String]) -> bool {
-    let authority = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
-        .unwrap_or_default();
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host);
-    !authority.contains('@')
-        && trusted
-            .iter()
-            .any(|trusted| trusted == authority || trusted == host)
+    // Parsed as the fetch parses it, so that both see the same host.
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let with_port = format!("{host}:{port}");
+    url.username().is_empty()
+        && url.password().is_none()
+        && trusted.iter().any(|trusted| {
+            trusted.eq_ignore_ascii_case(host) || trusted.eq_ignore_ascii_case(&with_port)
+        })
 }
 
 /// How a relayed Matrix user is named on XMPP: their display name on one line, at most
@@ -290,6 +293,11 @@ impl Connector for XmppConnector {
                 Some(action) => format!("* {name} {action}"),
                 None => format!("<{name}> {body}"),
             };
+            // The relay prefix moves the reply's `nick: `, so it is not marked as fallback.
+            let payloads = payloads
+                .into_iter()
+                .filter(|p| !p.is("fallback", crate::payloads::NS_FALLBACK))
+                .collect();
             self.gateway.relay(room, &id, &body, payloads).await?;
             return Ok(vec![id]);
         }
@@ -483,6 +491,8 @@ mod tests {
             "http://user@upload.example/f",
             "upload.example/f",
             "https://evil.com/upload.example",
+            "http:/169.254.169.254/x?y=://upload.example",
+            "http:\\\\169.254.169.254/?://upload.example/",
         ] {
             assert!(!is_trusted(url, &trusted), "{url}");
         }

@@ -48,6 +48,13 @@ use crate::stanza_ids::StanzaIds;
 
 /// How long a join may take before it counts as failed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Held while one occupant joins one room.
+type JoinLock = Arc<tokio::sync::Mutex<()>>;
+
+/// The most reactions one user's set may carry.
+const MAX_REACTIONS: usize = 20;
+/// The most reaction sets kept.
+const MAX_REACTION_SETS: usize = 100_000;
 /// How many rooms the bot joins at once after a reconnect.
 const CONCURRENT_JOINS: usize = 16;
 /// History asked for beyond the last message seen, for clocks that differ.
@@ -117,6 +124,8 @@ pub struct Gateway {
     component: Arc<Component>,
     bridge: OnceLock<BridgeHandle>,
     rooms: Mutex<Rooms>,
+    /// One lock per (joiner, room), so that joins of the same occupant do not cross.
+    join_locks: Mutex<HashMap<(FullJid, BareJid), JoinLock>>,
     /// When the last message bridged from each room was sent.
     last_seen: Mutex<HashMap<BareJid, LastSeen>>,
     /// The ids rooms gave recent messages.
@@ -144,6 +153,7 @@ impl Gateway {
             component,
             bridge: OnceLock::new(),
             rooms: Mutex::new(Rooms::default()),
+            join_locks: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
             stanza_ids: Mutex::new(StanzaIds::default()),
             reactions: Mutex::new(HashMap::new()),
@@ -212,8 +222,9 @@ impl Gateway {
                 },
                 () = self.stop.cancelled() => return,
             };
+            // Whether or not the gap was seen, nobody is in any room on a new connection.
+            lock(&self.rooms).reset();
             if generation.is_none() {
-                lock(&self.rooms).reset();
                 joined = None;
                 continue;
             }
@@ -256,6 +267,7 @@ impl Gateway {
             let Ok(occupant) = room.with_resource_str(nick) else {
                 continue;
             };
+
             let (done, answer) = oneshot::channel();
             {
                 let mut rooms = lock(&self.rooms);
@@ -308,11 +320,25 @@ impl Gateway {
         )))
     }
 
+    /// The lock that keeps joins of `who` to `room` one at a time.
+    fn join_lock(&self, who: &FullJid, room: &BareJid) -> JoinLock {
+        lock(&self.join_locks)
+            .entry((who.clone(), room.clone()))
+            .or_default()
+            .clone()
+    }
+
     /// Puts the bot in `room` (if it is not there). The room's history since the last
     /// message bridged from it comes too, so nothing said while the bridge was away is
     /// lost (the framework drops what it already has by message id); a room never seen
     /// before gives none.
     async fn join_bot(&self, room: &BareJid) -> Result<(), ConnectorError> {
+        if lock(&self.rooms).room(room).bot_nick.is_some() {
+            return Ok(());
+        }
+        let bot = self.bot_jid();
+        let join_lock = self.join_lock(&bot, room);
+        let _one_join = join_lock.lock().await;
         if lock(&self.rooms).room(room).bot_nick.is_some() {
             return Ok(());
         }
@@ -328,9 +354,7 @@ impl Gateway {
             None => no_history(),
         };
         let nicks = nick_candidates(&self.config.bot_nick, "bridge");
-        let nick = self
-            .join(room, &self.bot_jid(), &nicks, Some(history))
-            .await?;
+        let nick = self.join(room, &bot, &nicks, Some(history)).await?;
         let mut rooms = lock(&self.rooms);
         let state = rooms.room(room);
         state.joining.remove(&nick);
@@ -460,17 +484,26 @@ impl Gateway {
         user: &UserId,
         name: Option<&str>,
     ) -> Result<String, ConnectorError> {
+        let jid = self.puppet_jid(user)?;
+        let join_lock = self.join_lock(&jid, room);
+        let _one_join = join_lock.lock().await;
         let current = lock(&self.rooms).room(room).puppets.get(user).cloned();
         if let Some(nick) = current {
             return match name {
                 Some(name) if !nick_candidates(name, "matrix").contains(&nick) => {
-                    self.rename_puppet(room, user, name).await
+                    // A name the room does not take leaves the nick as it is.
+                    match self.rename_puppet(room, user, name).await {
+                        Ok(renamed) => Ok(renamed),
+                        Err(error) => {
+                            tracing::info!(%room, %user, %error, "the puppet keeps its nick");
+                            Ok(nick)
+                        }
+                    }
                 }
                 _ => Ok(nick),
             };
         }
         self.join_bot(room).await?;
-        let jid = self.puppet_jid(user)?;
         let nicks = nick_candidates(name.unwrap_or(user.localpart()), "matrix");
         let nick = self.join(room, &jid, &nicks, Some(no_history())).await?;
         let mut rooms = lock(&self.rooms);
@@ -499,8 +532,15 @@ impl Gateway {
 
     /// Takes `user`'s puppet out of `room`.
     pub async fn puppet_leave(&self, room: &BareJid, user: &UserId) -> Result<(), ConnectorError> {
-        let Some(nick) = lock(&self.rooms).room(room).puppets.remove(user) else {
-            return Ok(());
+        let nick = {
+            let mut rooms = lock(&self.rooms);
+            let state = rooms.room(room);
+            let Some(nick) = state.puppets.remove(user) else {
+                return Ok(());
+            };
+            // The room tells the bot of the leave too: that is not an XMPP user leaving.
+            state.left(&nick);
+            nick
         };
         let Ok(occupant) = room.with_resource_str(&nick) else {
             return Ok(());
@@ -607,6 +647,13 @@ impl Gateway {
         }
     }
 
+    /// Whether the bot is in `room`, or joining it.
+    fn is_listening_in(&self, room: &BareJid) -> bool {
+        let rooms = lock(&self.rooms);
+        rooms.rooms.get(room).is_some_and(|r| r.bot_nick.is_some())
+            || rooms.joins.keys().any(|(_, joining)| joining == room)
+    }
+
     /// Whether `jid` is the bot.
     fn is_bot(&self, jid: Option<&Jid>) -> bool {
         jid.is_some_and(|jid| jid.as_str() == self.bot_jid().as_str())
@@ -653,6 +700,11 @@ impl Gateway {
             return;
         }
 
+        // Only rooms the bot is in, or joining, speak to the bridge: anyone else's
+        // presence is ignored, so no one can make ghosts or rename them from outside.
+        if !self.is_listening_in(&room) {
+            return;
+        }
         if statuses.contains(&Status::SelfPresence) {
             self.on_self_presence(&room, &to, &nick, &presence, &statuses)
                 .await;
@@ -771,7 +823,18 @@ impl Gateway {
         statuses: &[Status],
     ) {
         if presence.type_ != PresenceType::Unavailable {
-            let waiter = lock(&self.rooms).joins.remove(&(to.clone(), room.clone()));
+            // Who is in is recorded here, before the room's history (which follows) is
+            // handled; the joiner learns the nick from the waiter.
+            let mut rooms = lock(&self.rooms);
+            let waiter = rooms.joins.remove(&(to.clone(), room.clone()));
+            let is_bot = *to == self.bot_jid();
+            let state = rooms.room(room);
+            state.joining.remove(nick);
+            if is_bot {
+                state.bot_nick = Some(nick.to_owned());
+            } else if let Some(user) = user_of_puppet(&to.to_bare()) {
+                state.puppets.insert(user, nick.to_owned());
+            }
             if let Some(waiter) = waiter {
                 let _ = waiter.send(Ok(nick.to_owned()));
             }
@@ -814,14 +877,25 @@ impl Gateway {
                 let Some(user) = user_of_puppet(&to.to_bare()) else {
                     return;
                 };
-                let reason = message
+                let error = message
                     .payloads
                     .iter()
                     .find(|p| p.is("error", ns::DEFAULT_NS))
-                    .and_then(|e| StanzaError::try_from(e.clone()).ok())
-                    .map(|e| describe(&e))
-                    .unwrap_or_else(|| "refused".to_owned());
+                    .and_then(|e| StanzaError::try_from(e.clone()).ok());
                 let room = from.to_bare();
+                if error
+                    .as_ref()
+                    .is_some_and(|e| e.defined_condition == DefinedCondition::NotAcceptable)
+                {
+                    // The room no longer has the puppet: it joins again on the next message.
+                    if let Some(state) = lock(&self.rooms).rooms.get_mut(&room) {
+                        state.puppets.remove(&user);
+                    }
+                }
+                let reason = error
+                    .as_ref()
+                    .map(describe)
+                    .unwrap_or_else(|| "refused".to_owned());
                 self.report(
                     &room,
                     &user,
@@ -877,6 +951,9 @@ impl Gateway {
 
     async fn on_groupchat(&self, from: &Jid, message: Message) {
         let room = from.to_bare();
+        if !self.is_listening_in(&room) {
+            return;
+        }
         let nick = from.resource().map(|r| r.to_string());
         let timestamp = message
             .payloads
@@ -900,6 +977,17 @@ impl Gateway {
             .or(room_id.clone());
         if let (Some(id), Some(room_id)) = (&id, &room_id) {
             lock(&self.stanza_ids).insert(&room, room_id, id);
+        }
+        // What puppets and the bot sent carries its Matrix event id as origin id: seen
+        // again in history after a restart (before the puppets are back), it is not
+        // taken for an XMPP user's.
+        let from_matrix = message
+            .payloads
+            .iter()
+            .filter_map(|p| OriginId::try_from(p.clone()).ok())
+            .any(|origin| origin.id.starts_with('$'));
+        if from_matrix {
+            return;
         }
         let (ghost, subject_changed) = {
             let mut rooms = lock(&self.rooms);
@@ -1034,7 +1122,12 @@ impl Gateway {
             payload("reactions", ns::REACTIONS).and_then(|e| Reactions::try_from(e).ok())
         {
             let target = lock(&self.stanza_ids).message_id(scope, &reactions.id);
-            let keys = reactions.reactions.into_iter().map(|r| r.emoji).collect();
+            let keys = reactions
+                .reactions
+                .into_iter()
+                .map(|r| r.emoji)
+                .take(MAX_REACTIONS)
+                .collect();
             let (added, removed) = self.set_reactions(scope, &sender.id, &target, keys);
             for key in added {
                 let id = Some(reaction_id(&sender.id, &target, &key));
@@ -1143,6 +1236,13 @@ impl Gateway {
         let added = keys.difference(&before).cloned().collect();
         let removed = before.difference(&keys).cloned().collect();
         if !keys.is_empty() {
+            if all.len() >= MAX_REACTION_SETS {
+                // Bounded: the oldest knowledge is not kept (a later removal of those
+                // reactions is then not seen).
+                if let Some(old) = all.keys().next().cloned() {
+                    all.remove(&old);
+                }
+            }
             all.insert(key, keys);
         }
         (added, removed)

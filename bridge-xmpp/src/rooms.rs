@@ -2,6 +2,7 @@
 //! its own occupants there (the bot and the puppets) and the joins under way.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use ruma::OwnedUserId;
 use tokio::sync::oneshot;
@@ -9,6 +10,9 @@ use xmpp_parsers::jid::{BareJid, FullJid};
 use xmpp_parsers::muc::user::{Affiliation, Role};
 
 use crate::ids::GhostId;
+
+/// How long a puppet's leave may take to come back from the room.
+const LEAVE_ECHO: Duration = Duration::from_secs(30);
 
 /// An XMPP user in a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +68,8 @@ pub struct Room {
     /// Nicks the bot or a puppet is joining under: the room may tell the bot of the new
     /// occupant before it answers the join.
     pub joining: HashSet<String>,
+    /// Nicks puppets left under lately: the room tells the bot of the leave too.
+    pub leaving: HashMap<String, Instant>,
 }
 
 impl Room {
@@ -71,7 +77,17 @@ impl Room {
     pub fn is_ours(&self, nick: &str) -> bool {
         self.bot_nick.as_deref() == Some(nick)
             || self.joining.contains(nick)
+            || self
+                .leaving
+                .get(nick)
+                .is_some_and(|at| at.elapsed() < LEAVE_ECHO)
             || self.puppets.values().any(|n| n == nick)
+    }
+
+    /// Notes that a puppet left under `nick` (and forgets older leaves).
+    pub fn left(&mut self, nick: &str) {
+        self.leaving.retain(|_, at| at.elapsed() < LEAVE_ECHO);
+        self.leaving.insert(nick.to_owned(), Instant::now());
     }
 
     /// The Matrix user whose puppet has `nick`.
