@@ -73,6 +73,10 @@ struct LastSeen {
     saved: Option<std::time::Instant>,
 }
 
+fn puppet_ids_key(room: &BareJid) -> String {
+    format!("puppets:{room}")
+}
+
 fn last_seen_key(room: &BareJid) -> String {
     format!("last-seen:{room}")
 }
@@ -124,6 +128,8 @@ pub struct Gateway {
     component: Arc<Component>,
     bridge: OnceLock<BridgeHandle>,
     rooms: Mutex<Rooms>,
+    /// Occupant ids of puppets per room, as saved (so that a restart knows them).
+    puppet_ids: Mutex<HashMap<BareJid, HashMap<String, OwnedUserId>>>,
     /// One lock per (joiner, room), so that joins of the same occupant do not cross.
     join_locks: Mutex<HashMap<(FullJid, BareJid), JoinLock>>,
     /// When the last message bridged from each room was sent.
@@ -154,6 +160,7 @@ impl Gateway {
             bridge: OnceLock::new(),
             rooms: Mutex::new(Rooms::default()),
             join_locks: Mutex::new(HashMap::new()),
+            puppet_ids: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
             stanza_ids: Mutex::new(StanzaIds::default()),
             reactions: Mutex::new(HashMap::new()),
@@ -513,6 +520,45 @@ impl Gateway {
         Ok(nick)
     }
 
+    /// The puppets known to have been in `room`, by occupant id (kept in the database,
+    /// read once per room).
+    async fn puppets_by_occupant_id(&self, room: &BareJid) -> HashMap<String, OwnedUserId> {
+        if let Some(known) = lock(&self.puppet_ids).get(room) {
+            return known.clone();
+        }
+        let known: HashMap<String, OwnedUserId> =
+            match self.bridge().state(&puppet_ids_key(room)).await {
+                Ok(value) => value
+                    .and_then(|v| serde_json::from_str(&v).ok())
+                    .unwrap_or_default(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read a room's puppets");
+                    return HashMap::new();
+                }
+            };
+        lock(&self.puppet_ids).insert(room.clone(), known.clone());
+        known
+    }
+
+    /// The Matrix user whose puppet has occupant id `id` in `room`, if one has.
+    async fn puppet_with_occupant_id(&self, room: &BareJid, id: &str) -> Option<OwnedUserId> {
+        self.puppets_by_occupant_id(room).await.get(id).cloned()
+    }
+
+    /// Remembers that `user`'s puppet has occupant id `id` in `room`.
+    async fn remember_puppet(&self, room: &BareJid, id: &str, user: &UserId) {
+        let mut known = self.puppets_by_occupant_id(room).await;
+        if known.get(id).map(|u| u.as_str()) == Some(user.as_str()) {
+            return;
+        }
+        known.insert(id.to_owned(), user.to_owned());
+        lock(&self.puppet_ids).insert(room.clone(), known.clone());
+        let value = serde_json::to_string(&known).unwrap_or_default();
+        if let Err(error) = self.bridge().set_state(&puppet_ids_key(room), &value).await {
+            tracing::warn!(%error, "cannot save a room's puppets");
+        }
+    }
+
     /// Changes the nick of `user`'s puppet in `room` to follow their new `name`.
     async fn rename_puppet(
         &self,
@@ -730,6 +776,22 @@ impl Gateway {
             }
         };
         tracing::trace!(%room, %nick, %ghost, level, parsed = muc_user.is_some(), "occupant presence");
+        // A puppet of ours from before a restart is still in the room (the server keeps
+        // a component's occupants): it is taken up again, never shown as an XMPP user.
+        if let GhostId::Occupant { id, .. } = &ghost
+            && let Some(user) = self.puppet_with_occupant_id(&room, id).await
+        {
+            let mut rooms = lock(&self.rooms);
+            let state = rooms.room(&room);
+            if presence.type_ == PresenceType::Unavailable {
+                if state.puppets.get(&user) == Some(&nick) {
+                    state.puppets.remove(&user);
+                }
+            } else {
+                state.puppets.insert(user, nick.clone());
+            }
+            return;
+        }
         let bot_in = {
             let mut rooms = lock(&self.rooms);
             let state = rooms.room(&room);
@@ -825,15 +887,25 @@ impl Gateway {
         if presence.type_ != PresenceType::Unavailable {
             // Who is in is recorded here, before the room's history (which follows) is
             // handled; the joiner learns the nick from the waiter.
-            let mut rooms = lock(&self.rooms);
-            let waiter = rooms.joins.remove(&(to.clone(), room.clone()));
-            let is_bot = *to == self.bot_jid();
-            let state = rooms.room(room);
-            state.joining.remove(nick);
-            if is_bot {
-                state.bot_nick = Some(nick.to_owned());
-            } else if let Some(user) = user_of_puppet(&to.to_bare()) {
-                state.puppets.insert(user, nick.to_owned());
+            let (waiter, puppet) = {
+                let mut rooms = lock(&self.rooms);
+                let waiter = rooms.joins.remove(&(to.clone(), room.clone()));
+                let is_bot = *to == self.bot_jid();
+                let state = rooms.room(room);
+                state.joining.remove(nick);
+                let mut puppet = None;
+                if is_bot {
+                    state.bot_nick = Some(nick.to_owned());
+                } else if let Some(user) = user_of_puppet(&to.to_bare()) {
+                    state.puppets.insert(user.clone(), nick.to_owned());
+                    puppet = Some(user);
+                }
+                (waiter, puppet)
+            };
+            if let Some(user) = puppet
+                && let Some(id) = occupant_id(&presence.payloads)
+            {
+                self.remember_puppet(room, &id, &user).await;
             }
             if let Some(waiter) = waiter {
                 let _ = waiter.send(Ok(nick.to_owned()));

@@ -359,6 +359,27 @@ async fn restarts_of_the_bridge_and_of_prosody_lose_nothing() {
     bed.matrix_event(|e| e["sender"] == carol_ghost.as_str() && e["content"]["body"] == "before")
         .await;
 
+    // alice's puppet is in the room when the bridge dies, and nothing happens there
+    // until it is back: the room keeps the puppet, and the bridge takes it up again at
+    // once (a reply to its message names its nick before it said anything new).
+    let puppet_in = bed.alice.send_text(&bed.room, "puppet in").await.unwrap();
+    bed.xmpp_message("alice", "puppet in").await;
+    bed.bridge.kill();
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text", "body": "puppet still in",
+                "m.relates_to": {"m.in_reply_to": {"event_id": puppet_in}},
+            }),
+        )
+        .await
+        .unwrap();
+    bed.xmpp_message("alice", "alice: puppet still in").await;
+    assert_eq!(bed.ghosts_named("alice").await, Vec::<String>::new());
+
     // The bridge dies; what is said meanwhile comes from the room's history when it is
     // back, once each and in order.
     bed.bridge.kill();
