@@ -717,29 +717,21 @@ impl Gateway {
         let Ok(to) = to.try_into_full() else {
             return;
         };
-        let muc_user = presence
-            .payloads
-            .iter()
-            .find(|p| p.is("x", ns::MUC_USER))
-            .and_then(|x| MucUser::try_from(x.clone()).ok());
+        let muc_user = parse_payload::<MucUser>(&presence.payloads, "x", ns::MUC_USER);
         let statuses = muc_user
             .as_ref()
             .map(|x| x.status.clone())
             .unwrap_or_default();
 
         if presence.type_ == PresenceType::Error {
-            let refusal = match presence
-                .payloads
-                .iter()
-                .find(|p| p.is("error", ns::DEFAULT_NS))
-                .and_then(|e| StanzaError::try_from(e.clone()).ok())
-            {
-                Some(error) if error.defined_condition == DefinedCondition::Conflict => {
-                    JoinRefusal::Conflict
-                }
-                Some(error) => JoinRefusal::Other(describe(&error)),
-                None => JoinRefusal::Other("refused".to_owned()),
-            };
+            let refusal =
+                match parse_payload::<StanzaError>(&presence.payloads, "error", ns::DEFAULT_NS) {
+                    Some(error) if error.defined_condition == DefinedCondition::Conflict => {
+                        JoinRefusal::Conflict
+                    }
+                    Some(error) => JoinRefusal::Other(describe(&error)),
+                    None => JoinRefusal::Other("refused".to_owned()),
+                };
             if let Some(waiter) = lock(&self.rooms).joins.remove(&(to.clone(), room.clone())) {
                 let _ = waiter.send(Err(refusal));
             }
@@ -949,11 +941,8 @@ impl Gateway {
                 let Some(user) = user_of_puppet(&to.to_bare()) else {
                     return;
                 };
-                let error = message
-                    .payloads
-                    .iter()
-                    .find(|p| p.is("error", ns::DEFAULT_NS))
-                    .and_then(|e| StanzaError::try_from(e.clone()).ok());
+                let error =
+                    parse_payload::<StanzaError>(&message.payloads, "error", ns::DEFAULT_NS);
                 let room = from.to_bare();
                 if error
                     .as_ref()
@@ -1008,11 +997,7 @@ impl Gateway {
             tracing::warn!(%user, from = %jid, %error, "cannot open a direct chat; the message is lost");
             return;
         }
-        let timestamp = message
-            .payloads
-            .iter()
-            .find(|p| p.is("delay", ns::DELAY))
-            .and_then(|d| Delay::try_from(d.clone()).ok())
+        let timestamp = parse_payload::<Delay>(&message.payloads, "delay", ns::DELAY)
             .map(|d| d.stamp.0.timestamp_millis());
         let id = message.id.as_ref().map(|id| id.0.clone());
         let sender = ghost_info(&GhostId::Jid(jid.clone()), jid.as_str());
@@ -1027,11 +1012,7 @@ impl Gateway {
             return;
         }
         let nick = from.resource().map(|r| r.to_string());
-        let timestamp = message
-            .payloads
-            .iter()
-            .find(|p| p.is("delay", ns::DELAY))
-            .and_then(|d| Delay::try_from(d.clone()).ok())
+        let timestamp = parse_payload::<Delay>(&message.payloads, "delay", ns::DELAY)
             .map(|d| d.stamp.0.timestamp_millis());
         // The sender's id, else the one the room gave (XEP-0359): a message seen again
         // in history is recognised by it.
@@ -1476,6 +1457,18 @@ fn ghost_info(ghost: &GhostId, nick: &str) -> GhostInfo {
         name: Some(nick.to_owned()),
         avatar: None,
     }
+}
+
+/// The first of `payloads` named `name` in `namespace`, parsed as `T`, if it parses.
+fn parse_payload<T: TryFrom<Element>>(
+    payloads: &[Element],
+    name: &str,
+    namespace: &str,
+) -> Option<T> {
+    payloads
+        .iter()
+        .find(|p| p.is(name, namespace))
+        .and_then(|p| T::try_from(p.clone()).ok())
 }
 
 /// The XEP-0421 occupant id among a stanza's payloads.
