@@ -140,6 +140,11 @@ impl BridgeProcess {
         }
     }
 
+    /// The running process's id, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ServerProcess::pid)
+    }
+
     /// The endpoint's port.
     pub fn port(&self) -> u16 {
         self.port

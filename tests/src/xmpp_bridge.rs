@@ -14,15 +14,27 @@ pub fn xmpp_bridge_with(
     database_url: Option<String>,
     edit: impl FnOnce(&str) -> String,
 ) -> Result<(BridgeProcess, PathBuf)> {
+    xmpp_bridge_logging(
+        prosody,
+        "info,bridge_core=debug,bridge_xmpp=trace",
+        database_url,
+        edit,
+    )
+}
+
+/// [`xmpp_bridge_with`] logging at `level` (a tracing filter).
+pub fn xmpp_bridge_logging(
+    prosody: &Prosody,
+    level: &str,
+    database_url: Option<String>,
+    edit: impl FnOnce(&str) -> String,
+) -> Result<(BridgeProcess, PathBuf)> {
     let port = prosody.component_port();
     let secret = prosody.component_secret().to_owned();
     BridgeProcess::prepare(
         crate::workspace_binary("bridge-xmpp")?,
         "xmpp-bridge",
-        &[(
-            "TRESTLE__LOGGING__LEVEL",
-            "info,bridge_core=debug,bridge_xmpp=trace".to_owned(),
-        )],
+        &[("TRESTLE__LOGGING__LEVEL", level.to_owned())],
         database_url,
         move |config| {
             let mut lines = Vec::new();
