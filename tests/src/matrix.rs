@@ -121,6 +121,17 @@ impl MatrixClient {
             .ok_or_else(|| Error::Protocol(format!("no content_uri in {answer}")))
     }
 
+    /// Says the user is typing in `room` (for ten seconds).
+    pub async fn set_typing(&self, room: &RoomId) -> Result<()> {
+        self.request(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{}", self.user_id),
+            Some(&serde_json::json!({"typing": true, "timeout": 10000})),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Redacts `event` in `room`.
     pub async fn redact(&self, room: &RoomId, event: &ruma::EventId) -> Result<()> {
         self.request(

@@ -720,18 +720,7 @@ async fn netsplits_are_held_back_and_typing_goes_both_ways() {
         .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
 
     // Matrix to IRC: alice's puppet (connected once she joined) shows her typing.
-    bed.alice
-        .request(
-            reqwest::Method::PUT,
-            &format!(
-                "/_matrix/client/v3/rooms/{}/typing/{}",
-                bed.room,
-                bed.alice.user_id()
-            ),
-            Some(&json!({"typing": true, "timeout": 10000})),
-        )
-        .await
-        .unwrap();
+    bed.alice.set_typing(&bed.room).await.unwrap();
     let typing = bed.irc_line("TAGMSG", "alice[m]").await;
     assert_eq!(
         typing.tags.get("+typing").map(String::as_str),

@@ -935,18 +935,7 @@ async fn direct_chats_typing_and_files() {
     // ...and Matrix to XMPP, once alice's puppet is in the room.
     bed.alice.send_text(&bed.room, "here").await.unwrap();
     bed.xmpp_message("alice", "here").await;
-    bed.alice
-        .request(
-            reqwest::Method::PUT,
-            &format!(
-                "/_matrix/client/v3/rooms/{}/typing/{}",
-                bed.room,
-                bed.alice.user_id()
-            ),
-            Some(&json!({"typing": true, "timeout": 10000})),
-        )
-        .await
-        .unwrap();
+    bed.alice.set_typing(&bed.room).await.unwrap();
     let from_alice = format!("{}/alice", bed.muc);
     bed.carol
         .wait_for(WAIT, |s| {
