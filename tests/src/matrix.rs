@@ -121,6 +121,24 @@ impl MatrixClient {
             .ok_or_else(|| Error::Protocol(format!("no content_uri in {answer}")))
     }
 
+    /// Sends the texts `<prefix>0` … `<prefix><count - 1>` to `room`, one request after
+    /// another, in a task of their own. Give it a session of its own (a second login), so
+    /// that the caller's sync is not shared.
+    pub fn spawn_texts(
+        self,
+        room: OwnedRoomId,
+        prefix: &str,
+        count: usize,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let prefix = prefix.to_owned();
+        tokio::spawn(async move {
+            for i in 0..count {
+                self.send_text(&room, &format!("{prefix}{i}")).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Says the user is typing in `room` (for ten seconds).
     pub async fn set_typing(&self, room: &RoomId) -> Result<()> {
         self.request(

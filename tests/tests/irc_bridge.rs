@@ -449,12 +449,7 @@ async fn bursts_survive_a_crash(database_url: Option<String>, burst: usize) {
     let alice = MatrixClient::login(&bed.synapse.url(), "alice", "alice-password")
         .await
         .unwrap();
-    let room = bed.room.clone();
-    let sending = tokio::spawn(async move {
-        for i in 0..burst {
-            alice.send_text(&room, &format!("M{i}")).await.unwrap();
-        }
-    });
+    let sending = alice.spawn_texts(bed.room.clone(), "M", burst);
     let mut seen: Vec<String> = Vec::new();
     while seen.len() < burst / 5 {
         seen.push(bed.irc_line("PRIVMSG", "alice[m]").await.text().to_owned());
@@ -464,7 +459,7 @@ async fn bursts_survive_a_crash(database_url: Option<String>, burst: usize) {
     while seen.last().map(String::as_str) != Some(format!("M{}", burst - 1).as_str()) {
         seen.push(bed.irc_line("PRIVMSG", "alice[m]").await.text().to_owned());
     }
-    sending.await.unwrap();
+    sending.await.unwrap().unwrap();
     let mut unique = seen.clone();
     unique.dedup();
     assert_eq!(unique, expected("M"), "Matrix to IRC: lost or out of order");

@@ -782,12 +782,7 @@ async fn bursts_of_1000_cross_both_ways_in_order_through_a_crash() {
     let alice = MatrixClient::login(&bed.synapse.url(), "alice", "alice-password")
         .await
         .unwrap();
-    let room = bed.room.clone();
-    let sending = tokio::spawn(async move {
-        for i in 0..BURST {
-            alice.send_text(&room, &format!("M{i}")).await.unwrap();
-        }
-    });
+    let sending = alice.spawn_texts(bed.room.clone(), "M", BURST);
     let from = format!("{}/alice", bed.muc);
     let mut seen: Vec<String> = Vec::new();
     let next = async |bed: &mut Bed| {
@@ -810,7 +805,7 @@ async fn bursts_of_1000_cross_both_ways_in_order_through_a_crash() {
     while seen.last().map(String::as_str) != Some(format!("M{}", BURST - 1).as_str()) {
         seen.push(next(&mut bed).await);
     }
-    sending.await.unwrap();
+    sending.await.unwrap().unwrap();
     let mut unique = seen.clone();
     unique.dedup();
     assert_eq!(

@@ -93,13 +93,7 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let sender = MatrixClient::login(&synapse.url(), "alice", "alice-password").await?;
-    let room_id = room.clone();
-    let sending = tokio::spawn(async move {
-        for i in 0..n {
-            sender.send_text(&room_id, &format!("m{i}")).await?;
-        }
-        anyhow::Ok(())
-    });
+    let sending = sender.spawn_texts(room.clone(), "m", n);
     carol.wait_for_body(&format!("m{}", n - 1), LONG).await?;
     let to_xmpp = n as f64 / started.elapsed().as_secs_f64();
     sending.await??;
