@@ -17,9 +17,10 @@ pub fn workspace_root() -> &'static Path {
 }
 
 /// The folder this test process keeps its servers in: `$TRESTLE_TESTBED_DIR/<pid>` (default
-/// `/tmp/trestle-testbed/<pid>`). Folders of processes that are gone and untouched for an
-/// hour are removed on first use: the next test binary of the same run starts at once,
-/// and must not take a failed test's logs away before anyone reads them.
+/// `/tmp/trestle-testbed/<pid>`, or `<pid>.N` when an earlier process had the same id).
+/// Folders of processes that are gone and untouched for an hour are removed on first use:
+/// the next test binary of the same run starts at once, and must not take a failed test's
+/// logs away before anyone reads them.
 pub fn run_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -27,9 +28,25 @@ pub fn run_dir() -> &'static Path {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/tmp/trestle-testbed"));
         remove_stale_runs(&base);
-        let dir = base.join(std::process::id().to_string());
-        std::fs::create_dir_all(&dir).expect("cannot create the test bed run folder");
-        dir
+        std::fs::create_dir_all(&base).expect("cannot create the test bed folder");
+        // Process ids wrap (pid_max is often 32,768) and a long run spawns thousands of
+        // processes: a folder left by an earlier process with our id gets a suffix.
+        let pid = std::process::id();
+        for n in 0.. {
+            let dir = match n {
+                0 => base.join(pid.to_string()),
+                n => base.join(format!("{pid}.{n}")),
+            };
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!(
+                    "cannot create the test bed run folder {}: {e}",
+                    dir.display()
+                ),
+            }
+        }
+        unreachable!("some numbered run folder is free")
     })
 }
 
@@ -39,7 +56,8 @@ fn remove_stale_runs(base: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let pid = name.to_str().and_then(|n| n.split('.').next());
+        let Some(pid) = pid.and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
         let idle = entry
