@@ -66,6 +66,21 @@ pub struct IrcNetwork {
     /// highest of their modes', else 0.
     #[serde(default = "default_mode_power_levels")]
     pub mode_power_levels: BTreeMap<String, i64>,
+    /// Matrix rooms bridged to channels by the operator (static mappings); `unlink`
+    /// leaves them alone.
+    #[serde(default)]
+    pub mappings: Vec<ChannelMapping>,
+}
+
+/// A Matrix room bridged to a channel by the operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelMapping {
+    /// The Matrix room (`!id:server` or `#alias:server`); the bot must be invited to it,
+    /// or the room public.
+    pub room: ruma::OwnedRoomOrAliasId,
+    /// The channel (`#trestle`).
+    pub channel: String,
 }
 
 fn default_port() -> u16 {
@@ -138,7 +153,10 @@ irc:
   # - `split_grace_seconds` (default {grace}): users who quit in a netsplit and come back
   #   within this time are never shown leaving;
   # - `mode_power_levels` (default q: 100, a: 75, o: 50, h: 25, v: 1): the Matrix power
-  #   level of each channel prefix mode.
+  #   level of each channel prefix mode;
+  # - `mappings` (default none): Matrix rooms you bridge to channels, each a `room`
+  #   (`!id:server` or `#alias:server`, with the bot invited or the room public) and a
+  #   `channel`; room admins can also link rooms themselves with the bot's `link`.
   #   networks:
   #     - name: "libera"
   #       host: "irc.libera.chat"
@@ -221,6 +239,18 @@ irc:
                     ));
                 }
             }
+            for (i, mapping) in network.mappings.iter().enumerate() {
+                let channel = &mapping.channel;
+                if !channel.starts_with(['#', '&', '+', '!'])
+                    || channel.len() < 2
+                    || channel.contains([' ', ',', '\x07', '\r', '\n', '\0'])
+                {
+                    problems.push(Problem::new(
+                        at(&format!("mappings[{i}].channel")),
+                        "not a channel name (`#` first, then no spaces, commas or control characters)",
+                    ));
+                }
+            }
             if network.max_lines == 0 {
                 problems.push(Problem::new(at("max_lines"), "must be at least 1"));
             }
@@ -259,6 +289,7 @@ mod tests {
             max_lines: default_max_lines(),
             split_grace_seconds: default_split_grace_seconds(),
             mode_power_levels: default_mode_power_levels(),
+            mappings: Vec::new(),
         }
     }
 

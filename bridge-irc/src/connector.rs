@@ -437,6 +437,75 @@ impl Connector for IrcConnector {
         Ok(vec![edit.event_id.to_string()])
     }
 
+    async fn link_portal(
+        &self,
+        context: &CommandContext,
+        address: &str,
+    ) -> Result<PortalInfo, ConnectorError> {
+        let usage = "say `link <network> <#channel> [operator nick]`";
+        let words: Vec<&str> = address.split_whitespace().collect();
+        let (network, rest) = match words.as_slice() {
+            [name, rest @ ..] if self.networks.contains_key(*name) => (&self.networks[*name], rest),
+            rest if self.networks.len() == 1 => {
+                let only = self.networks.values().next().expect("one network");
+                (only, rest)
+            }
+            _ => {
+                let names: Vec<&str> = self.networks.keys().map(String::as_str).collect();
+                return Err(ConnectorError::Refused(format!(
+                    "{usage}, with one of the networks {}",
+                    names.join(", ")
+                )));
+            }
+        };
+        let (channel, operator) = match rest {
+            [channel] => (*channel, None),
+            [channel, operator] => (*channel, Some(*operator)),
+            _ => return Err(ConnectorError::Refused(usage.to_owned())),
+        };
+        let info = network.open_channel(channel).await?;
+        // A bridge admin's word is enough; else a channel operator's: the user's own
+        // puppet, or the operator they name, who answers the bot on IRC.
+        let own_puppet_is_operator = match network.puppet_nick(&context.sender).await {
+            Some(nick) => network.is_operator(channel, &nick),
+            None => false,
+        };
+        let consent = if context.permission >= Permission::Admin || own_puppet_is_operator {
+            Ok(())
+        } else if let Some(operator) = operator {
+            network
+                .ask_consent(channel, operator, &context.sender, &context.room_id)
+                .await
+        } else {
+            Err(ConnectorError::Refused(format!(
+                "an operator of {channel} must agree: name them (`link {} {channel} <nick>`) \
+                 and they answer the bot on IRC",
+                network.name()
+            )))
+        };
+        if let Err(refusal) = consent {
+            // The bot joined to look; it does not stay in a channel that is no portal.
+            if matches!(context.bridge.portal(&info.remote_id).await, Ok(None))
+                && let Err(error) = network.leave_channel(channel).await
+            {
+                tracing::warn!(%channel, %error, "the bot cannot leave a channel it joined to look");
+            }
+            return Err(refusal);
+        }
+        Ok(info)
+    }
+
+    async fn unlink_portal(&self, portal: &Portal) -> Result<(), ConnectorError> {
+        let (network, channel) = self.route(portal)?;
+        if network.is_mapped(channel) {
+            return Err(ConnectorError::Refused(
+                "the bridge's configuration maps this room; an operator must remove it there"
+                    .to_owned(),
+            ));
+        }
+        network.leave_channel(channel).await
+    }
+
     async fn portal_created(&self, portal: &Portal) -> Result<(), ConnectorError> {
         // The member list came before the portal existed: mirror its ranks now.
         let (network, channel) = self.route(portal)?;

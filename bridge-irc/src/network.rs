@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::IrcNetwork;
+use crate::config::{IrcNetwork, is_valid_nick};
 use crate::connection::{ConnectError, ConnectOptions, Connection, FloodLimits, Sasl, SendError};
 use crate::formatting::{irc_to_html, strip_formatting};
 use crate::ids::{direct_id, ghost_id, is_valid_channel, nick_for, parse_server_time, portal_id};
@@ -35,6 +35,8 @@ use crate::netsplit::{HeldQuit, Splits};
 
 /// How long joining a channel for a new portal may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a channel operator has to agree to a link.
+const CONSENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Quiet time after which a connection checks the server is alive.
 const PING_AFTER: Duration = Duration::from_secs(120);
 /// Numerics that refuse a JOIN, with the channel as their second parameter.
@@ -114,6 +116,9 @@ pub struct Network {
     /// WHOIS asked by the bot and not answered in full yet (folded nick → lines so far,
     /// and who waits).
     whois: Mutex<HashMap<String, PendingWhois>>,
+    /// Channel operators asked to agree to a link (folded nick → who waits for the
+    /// answer).
+    consents: Mutex<HashMap<String, oneshot::Sender<bool>>>,
     /// Quits held while a netsplit heals (the bot's view).
     splits: Mutex<Splits>,
     /// When the next connection may start.
@@ -158,6 +163,7 @@ impl Network {
         Ok(Network {
             splits: Mutex::new(Splits::new(grace)),
             whois: Mutex::new(HashMap::new()),
+            consents: Mutex::new(HashMap::new()),
             config,
             tls,
             bridge: OnceLock::new(),
@@ -198,6 +204,8 @@ impl Network {
     pub fn start(self: &Arc<Self>, bridge: BridgeHandle) {
         let _ = self.bridge.set(bridge);
         let task = tokio::spawn(Arc::clone(self).run_bot());
+        lock(&self.tasks).push(task);
+        let task = tokio::spawn(Arc::clone(self).link_mappings());
         lock(&self.tasks).push(task);
     }
 
@@ -358,6 +366,10 @@ impl Network {
         match line.command.as_str() {
             "PRIVMSG" | "NOTICE" => {
                 let target = line.param(0);
+                if line.command == "PRIVMSG" && !self.server().is_channel(target) {
+                    self.on_consent(&nick, line.param(1));
+                    return;
+                }
                 if !self.server().is_channel(target) || self.is_ours(&nick) || nick.is_empty() {
                     return;
                 }
@@ -820,6 +832,123 @@ impl Network {
             members,
             ..PortalInfo::default()
         })
+    }
+
+    // ----- links ---------------------------------------------------------------------
+
+    /// Whether `nick` is an operator (`o` or above) of `channel`, as the bot sees it.
+    pub fn is_operator(&self, channel: &str, nick: &str) -> bool {
+        let channels = lock(&self.channels);
+        channels
+            .get(&self.fold(channel))
+            .and_then(|state| state.members.get(&self.fold(nick)))
+            .is_some_and(|member| member.modes.contains(['o', 'a', 'q']))
+    }
+
+    /// Asks `operator`, an operator of `channel`, whether `user` may bridge it to
+    /// `room`; waits for their `yes` (or `no`) to the bot.
+    pub async fn ask_consent(
+        &self,
+        channel: &str,
+        operator: &str,
+        user: &UserId,
+        room: &ruma::RoomId,
+    ) -> Result<(), ConnectorError> {
+        if !is_valid_nick(operator) || !self.is_operator(channel, operator) {
+            return Err(ConnectorError::Refused(format!(
+                "{operator} is not an operator of {channel}"
+            )));
+        }
+        let bot =
+            self.bot.borrow().clone().ok_or_else(|| {
+                ConnectorError::Retry(format!("not connected to {}", self.name()))
+            })?;
+        let (answer, answered) = oneshot::channel();
+        let folded = self.fold(operator);
+        if lock(&self.consents).contains_key(&folded) {
+            return Err(ConnectorError::Refused(format!(
+                "{operator} is being asked about another link; try again in a moment"
+            )));
+        }
+        lock(&self.consents).insert(folded.clone(), answer);
+        let question = format!(
+            "{user} asks to bridge {channel} to the Matrix room {room}. Answer \"yes\" to agree \
+             or \"no\" to refuse, within {} minutes.",
+            CONSENT_TIMEOUT.as_secs() / 60
+        );
+        let asked = bot.send(&Line::new("PRIVMSG", [operator, &question])).await;
+        if let Err(error) = asked {
+            lock(&self.consents).remove(&folded);
+            return Err(send_error(error));
+        }
+        let agreed = tokio::time::timeout(CONSENT_TIMEOUT, answered).await;
+        lock(&self.consents).remove(&folded);
+        match agreed {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(ConnectorError::Refused(format!(
+                "{operator} refused to bridge {channel}"
+            ))),
+            Ok(Err(_)) | Err(_) => Err(ConnectorError::Refused(format!(
+                "{operator} did not answer in time"
+            ))),
+        }
+    }
+
+    /// A private message to the bot: the answer of an operator asked about a link.
+    fn on_consent(&self, nick: &str, text: &str) {
+        let agreed = match text.trim().to_lowercase().as_str() {
+            "yes" | "y" => true,
+            "no" | "n" => false,
+            _ => return,
+        };
+        let waiting = lock(&self.consents).remove(&self.fold(nick));
+        if let Some(waiting) = waiting {
+            let _ = waiting.send(agreed);
+        }
+    }
+
+    /// Takes the bot and every puppet out of `channel` and forgets it: its portal is
+    /// unlinked, or its link refused.
+    pub async fn leave_channel(&self, channel: &str) -> Result<(), ConnectorError> {
+        let folded = self.fold(channel);
+        lock(&self.channels).remove(&folded);
+        let part = Line::new("PART", [channel]);
+        let puppets: Vec<_> = lock(&self.puppets).values().cloned().collect();
+        for slot in puppets {
+            let puppet = slot.lock().await.clone();
+            if let Some(puppet) = puppet
+                && lock(&puppet.channels).remove(&folded)
+            {
+                puppet.connection.send(&part).await.map_err(send_error)?;
+            }
+        }
+        let bot = self.bot.borrow().clone();
+        if let Some(bot) = bot {
+            bot.send(&part).await.map_err(send_error)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the config maps `channel` (its portal is not to be unlinked).
+    pub fn is_mapped(&self, channel: &str) -> bool {
+        let folded = self.fold(channel);
+        self.config
+            .mappings
+            .iter()
+            .any(|m| self.fold(&m.channel) == folded)
+    }
+
+    /// Links the rooms the config maps to channels.
+    async fn link_mappings(self: Arc<Self>) {
+        for mapping in &self.config.mappings {
+            self.bridge()
+                .link_mapping(
+                    &mapping.room,
+                    || self.open_channel(&mapping.channel),
+                    &self.stop,
+                )
+                .await;
+        }
     }
 
     // ----- puppets -------------------------------------------------------------------

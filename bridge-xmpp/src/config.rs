@@ -31,6 +31,21 @@ pub struct XmppConfig {
     /// from public addresses.
     #[serde(default)]
     pub trusted_media_hosts: Vec<String>,
+    /// Matrix rooms bridged to group chats by the operator (static mappings); `unlink`
+    /// leaves them alone.
+    #[serde(default)]
+    pub mappings: Vec<RoomMapping>,
+}
+
+/// A Matrix room bridged to a group chat by the operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomMapping {
+    /// The Matrix room (`!id:server` or `#alias:server`); the bot must be invited to it,
+    /// or the room public.
+    pub room: ruma::OwnedRoomOrAliasId,
+    /// The group chat's address (`room@conference.example.org`).
+    pub muc: String,
 }
 
 fn default_bot_nick() -> String {
@@ -59,7 +74,7 @@ impl NetworkConfig for XmppConfig {
         // A fresh secret, so that no two installations share the example's.
         let secret = registration::generate_token();
         format!(
-            r#"# The XMPP side: the bridge connects to the XMPP server as an external component
+            r##"# The XMPP side: the bridge connects to the XMPP server as an external component
 # (XEP-0114).
 xmpp:
   # Domain of the component; XMPP users reach Matrix users at user@<component_domain>.
@@ -80,7 +95,13 @@ xmpp:
   # address: your XMPP server's upload service, if it is on your network. Files linked
   # elsewhere are fetched from public addresses only.
   trusted_media_hosts: []
-"#
+  # Matrix rooms bridged to group chats by you, the operator (room admins can also link
+  # rooms themselves with the bot's `link` command). The bot must be invited to each room,
+  # or the room be public. For example:
+  #   - room: "#lounge:example.org"
+  #     muc: "lounge@conference.example.org"
+  mappings: []
+"##
         )
     }
 
@@ -112,6 +133,20 @@ xmpp:
                 problems.push(Problem::new(
                     format!("trusted_media_hosts[{i}]"),
                     "must be a host or host:port",
+                ));
+            }
+        }
+        for (i, mapping) in self.mappings.iter().enumerate() {
+            if crate::ids::parse_room_address(&mapping.muc).is_none() {
+                problems.push(Problem::new(
+                    format!("mappings[{i}].muc"),
+                    "not a group chat address (room@conference.example.org)",
+                ));
+            }
+            if self.mappings[..i].iter().any(|m| m.muc == mapping.muc) {
+                problems.push(Problem::new(
+                    format!("mappings[{i}].muc"),
+                    "mapped twice; a group chat is bridged to one room",
                 ));
             }
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bridge_core::bridge::{BridgeHandle, Permission};
+use bridge_core::bridge::{BridgeHandle, CommandContext, Permission};
 use bridge_core::connector::{
     Capabilities, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixEdit,
     MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, Membership, MessageKind,
@@ -21,7 +21,7 @@ use tokio_xmpp::parsers::reactions::{Reaction, Reactions};
 
 use crate::config::XmppConfig;
 use crate::gateway::{Gateway, To, parse_reaction_id, reaction_id};
-use crate::ids::{GhostId, room_of_alias};
+use crate::ids::{GhostId, parse_room_address, room_of_alias};
 use crate::payloads::{Fallback, FallbackBody, NS_REPLY, NS_RETRACT, Reply, Retract};
 use crate::styling::Styling;
 
@@ -226,6 +226,30 @@ impl Connector for XmppConnector {
             return Ok(None);
         };
         self.gateway.open_room(&room).await.map(Some)
+    }
+
+    async fn link_portal(
+        &self,
+        _context: &CommandContext,
+        address: &str,
+    ) -> Result<PortalInfo, ConnectorError> {
+        let room = parse_room_address(address).ok_or_else(|| {
+            ConnectorError::Refused(format!(
+                "{address:?} is not a group chat address (room@conference.example.org)"
+            ))
+        })?;
+        self.gateway.open_room(&room).await
+    }
+
+    async fn unlink_portal(&self, portal: &Portal) -> Result<(), ConnectorError> {
+        let room = Self::room(portal)?;
+        if self.gateway.is_mapped(&room) {
+            return Err(ConnectorError::Refused(
+                "the bridge's configuration maps this room; an operator must remove it there"
+                    .to_owned(),
+            ));
+        }
+        self.gateway.leave_room(&room).await
     }
 
     async fn portal_created(&self, portal: &Portal) -> Result<(), ConnectorError> {

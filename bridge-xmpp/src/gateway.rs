@@ -41,7 +41,9 @@ use tokio_xmpp::parsers::version::VersionResult;
 
 use crate::component::{Component, ComponentOptions, SendError};
 use crate::config::XmppConfig;
-use crate::ids::{GhostId, RESOURCE, alias_suffix, direct_id, puppet_full_jid, user_of_puppet};
+use crate::ids::{
+    GhostId, RESOURCE, alias_suffix, direct_id, parse_room_address, puppet_full_jid, user_of_puppet,
+};
 use crate::payloads::{Fallback, NS_REPLY, NS_RETRACT, Reply, Retract, strip_fallback};
 use crate::rooms::{JoinRefusal, Occupant, Rooms, level_of, matrix_presence, nick_candidates};
 use crate::stanza_ids::StanzaIds;
@@ -202,6 +204,28 @@ impl Gateway {
         tasks.push(tokio::spawn(
             async move { gateway.rejoin_on_connect().await },
         ));
+        let gateway = self.clone();
+        tasks.push(tokio::spawn(async move { gateway.link_mappings().await }));
+    }
+
+    /// Links the rooms the config maps to group chats.
+    async fn link_mappings(self: Arc<Self>) {
+        for mapping in &self.config.mappings {
+            let Some(muc) = parse_room_address(&mapping.muc) else {
+                continue;
+            };
+            self.bridge()
+                .link_mapping(&mapping.room, || self.open_room(&muc), &self.stop)
+                .await;
+        }
+    }
+
+    /// Whether the config maps `room` (its portal is not to be unlinked).
+    pub fn is_mapped(&self, room: &BareJid) -> bool {
+        self.config
+            .mappings
+            .iter()
+            .any(|m| parse_room_address(&m.muc).as_ref() == Some(room))
     }
 
     /// Disconnects.
@@ -574,6 +598,32 @@ impl Gateway {
         state.puppets.insert(user.to_owned(), nick.clone());
         state.joining.remove(&nick);
         Ok(nick)
+    }
+
+    /// Takes the bot and every puppet out of `room` and forgets it, and what was last
+    /// seen there: its portal is unlinked, and a later link starts afresh.
+    pub async fn leave_room(&self, room: &BareJid) -> Result<(), ConnectorError> {
+        let Some(state) = lock(&self.rooms).rooms.remove(room) else {
+            return Ok(());
+        };
+        lock(&self.last_seen).remove(room);
+        if let Err(error) = self.bridge().set_state(&last_seen_key(room), "").await {
+            tracing::warn!(%error, "cannot forget when an unlinked room was last seen");
+        }
+        let bot = (self.bot_jid(), state.bot_nick);
+        let puppets = state.puppets.into_iter().filter_map(|(user, nick)| {
+            let jid = self.puppet_jid(&user).ok()?;
+            Some((jid, Some(nick)))
+        });
+        for (jid, nick) in puppets.chain([bot]) {
+            let Some(occupant) = nick.and_then(|nick| room.with_resource_str(&nick).ok()) else {
+                continue;
+            };
+            let mut presence = Presence::unavailable().with_to(occupant);
+            presence.from = Some(Jid::from(jid));
+            self.component.send(presence).await.map_err(retry)?;
+        }
+        Ok(())
     }
 
     /// Takes `user`'s puppet out of `room`.

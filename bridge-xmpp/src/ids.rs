@@ -128,6 +128,16 @@ pub fn room_of_alias(suffix: &str) -> Option<BareJid> {
     BareJid::new(&format!("{node}@{domain}")).ok()
 }
 
+/// The group chat a person names (`room@conference.example.org`, or as an `xmpp:` URI
+/// with `?join`), if it is one: a bare address with a local part.
+pub fn parse_room_address(address: &str) -> Option<BareJid> {
+    let address = address.trim();
+    let address = address.strip_prefix("xmpp:").unwrap_or(address);
+    let address = address.strip_suffix("?join").unwrap_or(address);
+    let room = BareJid::new(address).ok()?;
+    room.node().is_some().then_some(room)
+}
+
 /// Escapes `text` for a JID's local part (XEP-0106).
 pub fn escape_node(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -209,6 +219,25 @@ pub fn user_of_puppet(jid: &BareJid) -> Option<OwnedUserId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_addresses_are_bare_with_a_local_part() {
+        let room = BareJid::new("lounge@conference.example.org").unwrap();
+        assert_eq!(
+            parse_room_address(" lounge@conference.example.org "),
+            Some(room.clone())
+        );
+        assert_eq!(
+            parse_room_address("xmpp:lounge@conference.example.org?join"),
+            Some(room)
+        );
+        assert_eq!(parse_room_address("conference.example.org"), None);
+        assert_eq!(
+            parse_room_address("lounge@conference.example.org/nick"),
+            None
+        );
+        assert_eq!(parse_room_address("a b@c"), None);
+    }
 
     #[test]
     fn ghost_ids_round_trip_and_stay_apart() {

@@ -288,6 +288,24 @@ impl MatrixClient {
         .await
     }
 
+    /// Waits for a notice from `sender` in `room` whose body contains `text`.
+    pub async fn wait_for_notice(
+        &self,
+        room: &RoomId,
+        sender: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
+        self.wait_for_event(room, timeout, |event| {
+            event["sender"] == sender
+                && event["content"]["msgtype"] == "m.notice"
+                && event["content"]["body"]
+                    .as_str()
+                    .is_some_and(|body| body.contains(text))
+        })
+        .await
+    }
+
     /// Every event of `room`'s timeline the user can see, oldest first, read with
     /// `/messages` (a sync's timeline can be cut short under a burst; this cannot).
     pub async fn room_events(&self, room: &RoomId) -> Result<Vec<Value>> {

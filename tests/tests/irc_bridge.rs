@@ -8,7 +8,7 @@ use ruma::OwnedRoomId;
 use serde_json::{Value, json};
 use trestle_tests::bridge_process::BridgeProcess;
 use trestle_tests::irc::{IrcClient, Line};
-use trestle_tests::irc_bridge::irc_bridge_with;
+use trestle_tests::irc_bridge::{NETWORK, irc_bridge_for, irc_bridge_with};
 use trestle_tests::matrix::MatrixClient;
 use trestle_tests::{InspIrcd, Ngircd, Synapse};
 
@@ -1010,4 +1010,161 @@ async fn private_messages_are_direct_chats_both_ways() {
         })
         .await
         .unwrap_or_else(|error| panic!("{error}\n{}", bed.bridge.log()));
+}
+
+/// Waits for a notice from the bot in `room` containing `text`.
+async fn bot_notice(user: &MatrixClient, bridge: &BridgeProcess, room: &OwnedRoomId, text: &str) {
+    user.wait_for_notice(room, BOT, text, WAIT)
+        .await
+        .unwrap_or_else(|error| {
+            panic!("no notice {text:?}: {error}\nbridge log:\n{}", bridge.log())
+        });
+}
+
+#[tokio::test]
+async fn rooms_are_linked_with_an_operators_consent_and_by_the_config_and_unlinked() {
+    let irc = InspIrcd::start().await.unwrap();
+    let channel = unique_channel("linked");
+    let refused = unique_channel("refused");
+    let mapped = unique_channel("mapped");
+    // carol makes the channels, so she is their operator.
+    let mut carol = IrcClient::connect(irc.port(), "carol").await.unwrap();
+    for name in [&channel, &refused, &mapped] {
+        carol.join(name).await.unwrap();
+    }
+    let extra = format!(
+        "      mappings:\n        - room: \"#mapped:localhost\"\n          channel: \"{mapped}\"\n"
+    );
+    let (mut bridge, registration) =
+        irc_bridge_for(&[(NETWORK, irc.port())], &extra, None, str::to_owned).unwrap();
+    let synapse = Synapse::start(&[registration]).await.unwrap();
+    let alice = synapse
+        .register_user("alice", "alice-password", false)
+        .await
+        .unwrap();
+    let bob = synapse
+        .register_user("bob", "bob-password", false)
+        .await
+        .unwrap();
+
+    // The operator's room exists before the bridge starts, with the bot invited.
+    let mapped_room = alice
+        .create_room(json!({"room_alias_name": "mapped", "invite": [BOT]}))
+        .await
+        .unwrap();
+    bridge.start(&synapse.url()).await.unwrap();
+    alice
+        .wait_for_event(&mapped_room, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == "@irc_testnet_carol:localhost"
+                && e["content"]["membership"] == "join"
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+    carol.privmsg(&mapped, "to the mapped room").await.unwrap();
+    alice
+        .wait_for_text(&mapped_room, "to the mapped room", WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+
+    // alice's room: the bot comes when invited. A room admin may ask, and a channel
+    // operator must agree.
+    let room = alice
+        .create_room(json!({"preset": "public_chat", "invite": [BOT]}))
+        .await
+        .unwrap();
+    bot_notice(&alice, &bridge, &room, "link <address>").await;
+    bob.join(room.as_str()).await.unwrap();
+    bob.send_text(&room, &format!("!irc link {NETWORK} {channel} carol"))
+        .await
+        .unwrap();
+    bot_notice(&alice, &bridge, &room, "Only a room admin").await;
+    alice
+        .send_text(&room, &format!("!irc link {NETWORK} {channel}"))
+        .await
+        .unwrap();
+    bot_notice(&alice, &bridge, &room, "must agree").await;
+    alice
+        .send_text(&room, &format!("!irc link {NETWORK} {refused} carol"))
+        .await
+        .unwrap();
+    let asked = |target: String| {
+        move |l: &Line| {
+            l.command == "PRIVMSG"
+                && l.source_nick() == Some("trestle")
+                && l.text()
+                    .contains(&format!("to bridge {target} to the Matrix room"))
+        }
+    };
+    carol
+        .wait_for(WAIT, asked(refused.clone()))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+    carol.privmsg("trestle", "no").await.unwrap();
+    bot_notice(&alice, &bridge, &room, "carol refused to bridge").await;
+    // The bot looked at the channel, and does not stay.
+    carol
+        .wait_for(WAIT, |l| {
+            l.command == "PART"
+                && l.source_nick() == Some("trestle")
+                && l.params.first() == Some(&refused)
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+    alice
+        .send_text(&room, &format!("!irc link {NETWORK} {channel} carol"))
+        .await
+        .unwrap();
+    carol.wait_for(WAIT, asked(channel.clone())).await.unwrap();
+    carol.privmsg("trestle", "yes").await.unwrap();
+    bot_notice(&alice, &bridge, &room, "now bridged to").await;
+
+    // Linked: both ways.
+    carol.privmsg(&channel, "hello linked").await.unwrap();
+    alice
+        .wait_for_text(&room, "hello linked", WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+    alice.send_text(&room, "hello channel").await.unwrap();
+    carol
+        .wait_for_privmsg(&channel, "hello channel", WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+
+    // Not what the config maps; then unlinked: the bot and the puppet part.
+    alice.send_text(&mapped_room, "!irc unlink").await.unwrap();
+    bot_notice(
+        &alice,
+        &bridge,
+        &mapped_room,
+        "configuration maps this room",
+    )
+    .await;
+    bob.send_text(&room, "!irc unlink").await.unwrap();
+    bot_notice(&alice, &bridge, &room, "Only a room admin").await;
+    alice.send_text(&room, "!irc unlink").await.unwrap();
+    bot_notice(&alice, &bridge, &room, "no longer bridged").await;
+    for nick in ["trestle", "alice[m]"] {
+        carol
+            .wait_for(WAIT, |l| {
+                l.command == "PART"
+                    && l.source_nick() == Some(nick)
+                    && l.params.first().map(|c| c.to_lowercase()) == Some(channel.to_lowercase())
+            })
+            .await
+            .unwrap_or_else(|error| panic!("{nick}: {error}\nbridge log:\n{}", bridge.log()));
+    }
+    carol.privmsg(&channel, "after unlink").await.unwrap();
+    carol.privmsg(&mapped, "still mapped").await.unwrap();
+    alice
+        .wait_for_text(&mapped_room, "still mapped", WAIT)
+        .await
+        .unwrap();
+    let events = alice.room_events(&room).await.unwrap();
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["content"]["body"] == "after unlink"),
+        "{events:?}"
+    );
 }

@@ -1086,3 +1086,181 @@ async fn relay_users_speak_through_the_bot_and_presence_is_mirrored() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits for a notice from the bot in `room` containing `text`.
+async fn bot_notice(user: &MatrixClient, bridge: &BridgeProcess, room: &OwnedRoomId, text: &str) {
+    user.wait_for_notice(room, "@xmppbot:localhost", text, WAIT)
+        .await
+        .unwrap_or_else(|error| {
+            panic!("no notice {text:?}: {error}\nbridge log:\n{}", bridge.log())
+        });
+}
+
+/// Waits until a ghost has joined `room`.
+async fn a_ghost_joins(user: &MatrixClient, bridge: &BridgeProcess, room: &OwnedRoomId) {
+    user.wait_for_event(room, WAIT, |e| {
+        e["type"] == "m.room.member"
+            && e["content"]["membership"] == "join"
+            && e["state_key"]
+                .as_str()
+                .is_some_and(|user| user.starts_with("@xmpp_"))
+    })
+    .await
+    .unwrap_or_else(|error| panic!("no ghost joined: {error}\nbridge log:\n{}", bridge.log()));
+}
+
+#[tokio::test]
+async fn rooms_are_linked_by_their_admins_and_by_the_config_and_unlinked() {
+    let prosody = Prosody::start().await.unwrap();
+    let lounge = format!("lounge@{}", Prosody::MUC_DOMAIN);
+    let mapped = format!("mapped@{}", Prosody::MUC_DOMAIN);
+    let mut carol = prosody.client("carol", "carol-password").await.unwrap();
+    carol.join_muc(&lounge, "carol").await.unwrap();
+    carol.join_muc(&mapped, "carol").await.unwrap();
+    let (mut bridge, registration) = xmpp_bridge_with(&prosody, None, |config| {
+        let none = "  mappings: []\n";
+        assert!(config.contains(none), "{config}");
+        config.replace(
+            none,
+            &format!("  mappings:\n    - room: \"#mapped:localhost\"\n      muc: \"{mapped}\"\n"),
+        )
+    })
+    .unwrap();
+    let synapse = Synapse::start(&[registration]).await.unwrap();
+    let alice = synapse
+        .register_user("alice", "alice-password", false)
+        .await
+        .unwrap();
+    let bob = synapse
+        .register_user("bob", "bob-password", false)
+        .await
+        .unwrap();
+    let bot = "@xmppbot:localhost";
+
+    // The operator's room exists before the bridge starts, with the bot invited: the
+    // bridge links it to its group chat when it starts.
+    let mapped_room = alice
+        .create_room(json!({"room_alias_name": "mapped", "invite": [bot]}))
+        .await
+        .unwrap();
+    bridge.start(&synapse.url()).await.unwrap();
+    a_ghost_joins(&alice, &bridge, &mapped_room).await;
+    carol
+        .send_groupchat(&mapped, "to the mapped room")
+        .await
+        .unwrap();
+    alice
+        .wait_for_text(&mapped_room, "to the mapped room", WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+
+    // alice's own room: the bot comes when invited, and says how to link.
+    let room = alice
+        .create_room(json!({"preset": "public_chat", "invite": [bot]}))
+        .await
+        .unwrap();
+    bot_notice(&alice, &bridge, &room, "link <address>").await;
+    bob.join(room.as_str()).await.unwrap();
+    let link = format!("!xmpp link {lounge}");
+    bob.send_text(&room, &link).await.unwrap();
+    bot_notice(&alice, &bridge, &room, "Only a room admin").await;
+    alice.send_text(&room, "!xmpp link lounge").await.unwrap();
+    bot_notice(&alice, &bridge, &room, "is not a group chat address").await;
+    alice
+        .send_text(&room, &format!("!xmpp link {mapped}"))
+        .await
+        .unwrap();
+    bot_notice(&alice, &bridge, &room, "bridged to another room").await;
+    alice.send_text(&room, &link).await.unwrap();
+    bot_notice(&alice, &bridge, &room, "now bridged to").await;
+
+    // Linked: both ways, carol's ghost in the room.
+    a_ghost_joins(&alice, &bridge, &room).await;
+    carol.send_groupchat(&lounge, "hello linked").await.unwrap();
+    alice
+        .wait_for_text(&room, "hello linked", WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+    alice.send_text(&room, "hello lounge").await.unwrap();
+    let from_alice = format!("{lounge}/alice");
+    carol
+        .wait_for(WAIT, |s| {
+            s.attr("from") == Some(from_alice.as_str())
+                && s.get_child("body", NS_CLIENT)
+                    .is_some_and(|b| b.text() == "hello lounge")
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+
+    // Only admins unlink, and not what the config maps.
+    bob.send_text(&room, "!xmpp unlink").await.unwrap();
+    bot_notice(&alice, &bridge, &room, "Only a room admin").await;
+    alice.send_text(&mapped_room, "!xmpp unlink").await.unwrap();
+    bot_notice(
+        &alice,
+        &bridge,
+        &mapped_room,
+        "configuration maps this room",
+    )
+    .await;
+
+    // Unlinked: the room is told, the bot and the puppet leave the group chat, the bot and
+    // the ghost leave the room, and nothing crosses any more.
+    alice.send_text(&room, "!xmpp unlink").await.unwrap();
+    bot_notice(&alice, &bridge, &room, "no longer bridged").await;
+    for nick in ["alice", "Matrix"] {
+        let occupant = format!("{lounge}/{nick}");
+        carol
+            .wait_for(WAIT, |s| {
+                s.name() == "presence"
+                    && s.attr("type") == Some("unavailable")
+                    && s.attr("from") == Some(occupant.as_str())
+            })
+            .await
+            .unwrap_or_else(|error| panic!("{nick}: {error}\nbridge log:\n{}", bridge.log()));
+    }
+    alice
+        .wait_for_event(&room, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == bot
+                && e["content"]["membership"] == "leave"
+        })
+        .await
+        .unwrap();
+    let members = alice.joined_members(&room).await.unwrap();
+    let joined: Vec<&String> = members["joined"].as_object().unwrap().keys().collect();
+    assert_eq!(joined, ["@alice:localhost", "@bob:localhost"], "{members}");
+    carol.send_groupchat(&lounge, "after unlink").await.unwrap();
+    alice
+        .send_text(&room, "after unlink, from matrix")
+        .await
+        .unwrap();
+    // The mapped room still works, and is the marker that carol's message came and went.
+    carol.send_groupchat(&mapped, "still mapped").await.unwrap();
+    alice
+        .wait_for_text(&mapped_room, "still mapped", WAIT)
+        .await
+        .unwrap();
+    let crossed = carol
+        .wait_for_body("after unlink, from matrix", Duration::from_secs(2))
+        .await;
+    assert!(crossed.is_err(), "{crossed:?}");
+
+    // Linked again: it starts afresh, without what was said while it was not bridged.
+    alice.invite(&room, bot).await.unwrap();
+    bot_notice(&alice, &bridge, &room, "link <address>").await;
+    alice.send_text(&room, &link).await.unwrap();
+    bot_notice(&alice, &bridge, &room, "now bridged to").await;
+    carol.send_groupchat(&lounge, "linked again").await.unwrap();
+    alice
+        .wait_for_text(&room, "linked again", WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+    let events = alice.room_events(&room).await.unwrap();
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["content"]["body"] == "after unlink"),
+        "{events:?}"
+    );
+}

@@ -12,7 +12,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use super::error::BridgeError;
 use super::handle::{BridgeHandle, Shared};
 use crate::config::Permission;
-use crate::connector::{ConnectorError, Portal};
+use crate::connector::{CommandSpec, ConnectorError, Portal};
 
 /// Where and by whom a command was given.
 #[derive(Debug, Clone)]
@@ -71,12 +71,7 @@ pub(crate) async fn run(
     let answer = if name == "help" {
         help(shared, permission, in_portal)
     } else {
-        match shared
-            .connector
-            .commands()
-            .into_iter()
-            .find(|c| c.name == name)
-        {
+        match all_commands(shared).into_iter().find(|c| c.name == name) {
             None => format!(
                 "Unknown command `{name}`. Say `{}` for the list.",
                 help_hint(shared, in_portal)
@@ -96,16 +91,20 @@ pub(crate) async fn run(
                     room_id: room.to_owned(),
                     portal: portal.cloned(),
                 };
-                match shared
-                    .connector
-                    .run_command(&context, spec.name, &words)
-                    .await
-                {
-                    Ok(answer) => answer,
-                    Err(ConnectorError::Retry(reason)) => {
-                        format!("`{name}` failed for now: {reason}. Try again later.")
-                    }
-                    Err(error) => format!("`{name}` failed: {error}"),
+                match spec.name {
+                    "link" => super::links::link_command(shared, &context, &words).await?,
+                    "unlink" => super::links::unlink_command(shared, &context).await?,
+                    _ => match shared
+                        .connector
+                        .run_command(&context, spec.name, &words)
+                        .await
+                    {
+                        Ok(answer) => answer,
+                        Err(ConnectorError::Retry(reason)) => {
+                            format!("`{name}` failed for now: {reason}. Try again later.")
+                        }
+                        Err(error) => format!("`{name}` failed: {error}"),
+                    },
                 }
             }
         }
@@ -114,6 +113,26 @@ pub(crate) async fn run(
         shared.bot_notice(room, &answer).await?;
     }
     Ok(())
+}
+
+/// The framework's commands after `help`, then the connector's.
+fn all_commands(shared: &Shared) -> Vec<CommandSpec> {
+    let mut commands = vec![
+        CommandSpec {
+            name: "link",
+            args: "<address>",
+            summary: "bridge this room to a remote chat (room admins, in the room)",
+            level: Permission::User,
+        },
+        CommandSpec {
+            name: "unlink",
+            args: "",
+            summary: "stop bridging this room (room admins, in the room)",
+            level: Permission::User,
+        },
+    ];
+    commands.extend(shared.connector.commands());
+    commands
 }
 
 fn help_hint(shared: &Shared, in_portal: bool) -> String {
@@ -133,7 +152,7 @@ fn help(shared: &Shared, permission: Permission, in_portal: bool) -> String {
     };
     let mut lines = vec![format!("{} bridge commands:", shared.network_name)];
     lines.push(format!("{prefix}help: this list"));
-    for spec in shared.connector.commands() {
+    for spec in all_commands(shared) {
         if spec.level <= permission {
             let args = if spec.args.is_empty() {
                 String::new()
@@ -147,7 +166,8 @@ fn help(shared: &Shared, permission: Permission, in_portal: bool) -> String {
 }
 
 /// The bot's own membership changed: an invite from a permitted user to a portal or to a
-/// direct chat is accepted, and the direct chat becomes that user's management room;
+/// direct chat is accepted, and the direct chat becomes that user's management room; an
+/// invite to another room (to `link` it) from a user of the bridge is accepted too;
 /// leaving forgets it.
 pub(crate) async fn bot_membership(
     shared: &Arc<Shared>,
@@ -164,15 +184,22 @@ pub(crate) async fn bot_membership(
                 return Ok(());
             }
             let is_portal = shared.portal_by_room(room).await?.is_some();
-            // Only a direct chat becomes a management room; the bot stays out of other
-            // rooms that are not portals.
-            if !is_portal && content["is_direct"] != true {
+            let is_direct = content["is_direct"] == true;
+            // A direct chat becomes a management room; another room may be linked, by a
+            // user who may use the bridge.
+            if !is_portal && !is_direct && shared.permissions.of(sender) < Permission::User {
                 tracing::info!(%room, %sender, "invite declined: not a direct chat");
                 bot.leave(room).await?;
                 return Ok(());
             }
             bot.join(room.into()).await?;
-            if !is_portal {
+            if !is_portal && !is_direct {
+                let hint = format!(
+                    "Hello! A room admin can bridge this room to {} with `{} link <address>`.",
+                    shared.network_name, shared.command_prefix
+                );
+                shared.bot_notice(room, &hint).await?;
+            } else if !is_portal {
                 shared
                     .store
                     .add_management_room(room.as_str(), sender.as_str())

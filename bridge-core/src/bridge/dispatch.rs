@@ -135,15 +135,18 @@ impl MatrixEvents {
             .await;
         }
         let Some(portal) = portal else {
-            // Commands without a prefix only from the user whose direct chat it is.
-            if event.event_type == "m.room.message"
-                && shared
-                    .store
-                    .management_room_owner(event.room_id.as_str())
-                    .await?
-                    .is_some_and(|owner| owner == event.sender.as_str())
-            {
-                let body = body_of(&event.content);
+            if event.event_type != "m.room.message" {
+                return Ok(());
+            }
+            let body = body_of(&event.content);
+            // Commands without a prefix only from the user whose direct chat it is; in
+            // other rooms the bot was invited to (to `link` them), with the prefix.
+            let owner = shared
+                .store
+                .management_room_owner(event.room_id.as_str())
+                .await?;
+            let in_management_room = owner.as_deref() == Some(event.sender.as_str());
+            if in_management_room || (owner.is_none() && commands::has_prefix(shared, body)) {
                 commands::run(
                     shared,
                     &event.room_id,
@@ -151,7 +154,7 @@ impl MatrixEvents {
                     &event.sender,
                     permission,
                     body,
-                    false,
+                    !in_management_room,
                 )
                 .await?;
             }
@@ -511,10 +514,7 @@ impl MatrixEvents {
             .room_state(room, "m.room.power_levels", "")
             .await?
             .unwrap_or_default();
-        let level = levels["users"][user.as_str()]
-            .as_i64()
-            .or_else(|| levels["users_default"].as_i64())
-            .unwrap_or(0);
+        let level = crate::matrix::power_level_of(&levels, user);
         let needed = levels["redact"].as_i64().unwrap_or(50);
         Ok(level >= needed)
     }

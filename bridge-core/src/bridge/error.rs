@@ -23,6 +23,9 @@ pub enum BridgeError {
         /// Why.
         reason: String,
     },
+    /// The request cannot be done, for the reason given (for people).
+    #[error("{0}")]
+    Refused(String),
     /// The connector failed.
     #[error(transparent)]
     Connector(#[from] crate::connector::ConnectorError),

@@ -199,6 +199,60 @@ impl BridgeHandle {
         self.shared.create_portal(info).await
     }
 
+    /// Links the existing room `room` to the chat `open` joins and describes: a static
+    /// mapping of the connector's config. The bot joins the room (it must be invited, or
+    /// the room public), marks it as bridged and calls [`Connector::portal_created`].
+    /// While the network or the homeserver is away (`open` answers
+    /// [`ConnectorError::Retry`], or a request fails for now) it tries again with backoff
+    /// until `stop`; a refusal (the chat is bridged to another room, the room to another
+    /// chat, the bot cannot join) is logged as an error. A mapping linked already is left
+    /// as it is.
+    ///
+    /// [`ConnectorError::Retry`]: crate::connector::ConnectorError::Retry
+    pub async fn link_mapping<F, Fut>(
+        &self,
+        room: &ruma::RoomOrAliasId,
+        open: F,
+        stop: &tokio_util::sync::CancellationToken,
+    ) where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<PortalInfo, crate::connector::ConnectorError>>,
+    {
+        let mut wait = std::time::Duration::from_secs(1);
+        loop {
+            let linked = async {
+                let info = open().await?;
+                self.shared.link_portal(room, &info).await
+            };
+            let outcome = tokio::select! {
+                outcome = linked => outcome,
+                () = stop.cancelled() => return,
+            };
+            match outcome {
+                Ok(_) => return,
+                // A `Retry` from `open` is transient too.
+                Err(error) if error.is_transient() => {
+                    tracing::info!(%room, %error, "cannot link a mapped room yet; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    wait = (wait * 2).min(std::time::Duration::from_secs(60));
+                }
+                Err(error) => {
+                    tracing::error!(%room, %error, "cannot link a mapped room");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the bridge of `portal` (its chat is gone): after [`Connector::unlink_portal`]
+    /// agrees, the portal is forgotten and its ghosts and the bot leave the room.
+    pub async fn unlink_portal(&self, portal: &Portal) -> Result<(), BridgeError> {
+        self.shared.unlink_portal(portal).await
+    }
+
     /// The portal of the remote chat `remote_id`, if it has a room.
     pub async fn portal(&self, remote_id: &str) -> Result<Option<Portal>, BridgeError> {
         self.shared.portal(remote_id).await

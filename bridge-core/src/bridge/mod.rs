@@ -8,6 +8,7 @@
 //! - [`portals`] and [`ghosts`]: portal rooms and ghost users on the homeserver;
 //! - [`queries`]: dynamic portals and ghosts from the homeserver's alias and user queries;
 //! - [`direct`]: direct chats with remote users started from Matrix;
+//! - [`links`]: existing rooms linked to remote chats, and unlinking;
 //! - [`commands`]: the bot's commands and management rooms;
 //! - [`ids`]: remote ids in Matrix ids, and deterministic transaction ids;
 //! - [`media`]: fetching media a network refers to;
@@ -25,6 +26,7 @@ mod error;
 mod ghosts;
 pub mod handle;
 pub mod ids;
+mod links;
 pub mod media;
 mod media_link;
 mod outbox;

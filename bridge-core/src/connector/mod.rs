@@ -116,6 +116,30 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A room admin asked to bridge their room to the remote chat `address` (the `link`
+    /// command, given in that room): the portal it names, with its members (its
+    /// `alias_suffix`, `name`, `topic`, `avatar` and `public` are not used: the room keeps
+    /// its own), or
+    /// [`ConnectorError::Refused`] with a reason for people, e.g. when the network's owners
+    /// of the chat have not agreed. `context.permission` is [`Permission::Admin`] for a
+    /// bridge admin, whose word overrides such consent. The default cannot link.
+    async fn link_portal(
+        &self,
+        context: &CommandContext,
+        address: &str,
+    ) -> Result<PortalInfo, ConnectorError> {
+        let _ = (context, address);
+        Err(ConnectorError::Unsupported)
+    }
+
+    /// The portal is about to be unlinked (the `unlink` command): stop following its chat.
+    /// [`ConnectorError::Refused`] keeps it bridged (a static mapping of the config). The
+    /// default cannot unlink.
+    async fn unlink_portal(&self, portal: &Portal) -> Result<(), ConnectorError> {
+        let _ = portal;
+        Err(ConnectorError::Unsupported)
+    }
+
     /// What portal the alias `#<alias_prefix><suffix>:<domain>` stands for, if any: a
     /// Matrix user joining such an alias creates the portal (a dynamic portal).
     async fn resolve_portal(&self, suffix: &str) -> Result<Option<PortalInfo>, ConnectorError> {

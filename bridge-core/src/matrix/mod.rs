@@ -28,3 +28,4 @@ pub use client::{HomeserverClient, UserHandle};
 pub use error::{MatrixApiError, MatrixError, TransientFailure};
 pub use media::Media;
 pub use retry::RetryPolicy;
+pub use rooms::power_level_of;

@@ -140,6 +140,26 @@ impl UserHandle {
         }
     }
 
+    /// Removes `alias`; one that does not exist is no error.
+    pub async fn delete_alias(&self, alias: &RoomAliasId) -> Result<(), MatrixError> {
+        let request = ApiRequest::new(
+            Method::DELETE,
+            vec![
+                "_matrix",
+                "client",
+                "v3",
+                "directory",
+                "room",
+                alias.as_str(),
+            ],
+        );
+        match self.send::<serde_json::Value>(request).await {
+            Ok(_) => Ok(()),
+            Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Lists `room` in (or removes it from) the room directory under the appservice's
     /// third-party network `network_id`
     /// (`PUT /directory/list/appservice/{networkId}/{roomId}`).
@@ -175,6 +195,27 @@ impl UserHandle {
         event_type: &str,
         state_key: &str,
     ) -> Result<Option<serde_json::Value>, MatrixError> {
+        self.state(room, event_type, state_key, "content").await
+    }
+
+    /// The whole state event `event_type`/`state_key` in `room` (with its sender), or
+    /// `None` if there is none.
+    pub async fn room_state_event(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<serde_json::Value>, MatrixError> {
+        self.state(room, event_type, state_key, "event").await
+    }
+
+    async fn state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+        format: &'static str,
+    ) -> Result<Option<serde_json::Value>, MatrixError> {
         let request = ApiRequest::new(
             Method::GET,
             vec![
@@ -187,9 +228,10 @@ impl UserHandle {
                 event_type,
                 state_key,
             ],
-        );
+        )
+        .query("format", format);
         match self.send::<serde_json::Value>(request).await {
-            Ok(content) => Ok(Some(content)),
+            Ok(found) => Ok(Some(found)),
             Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
             Err(error) => Err(error),
         }
@@ -229,4 +271,13 @@ impl UserHandle {
         .json(body);
         self.send::<serde_json::Value>(request).await.map(drop)
     }
+}
+
+/// `user`'s power level in a room whose `m.room.power_levels` content is `levels` (the
+/// room's default when they are not listed; 0 without power levels).
+pub fn power_level_of(levels: &serde_json::Value, user: &UserId) -> i64 {
+    levels["users"][user.as_str()]
+        .as_i64()
+        .or_else(|| levels["users_default"].as_i64())
+        .unwrap_or(0)
 }
