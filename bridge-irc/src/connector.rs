@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bridge_core::bridge::{BridgeHandle, CommandContext, Permission};
 use bridge_core::connector::{
     Capabilities, CommandSpec, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixEdit,
-    MatrixMembership, MatrixMessage, Membership, MessageKind, Portal, PortalInfo,
+    MatrixMembership, MatrixMessage, MatrixRoomChange, Membership, MessageKind, Portal, PortalInfo,
 };
 use bridge_core::format::html_to_text;
 use ruma::UserId;
@@ -514,6 +514,37 @@ impl Connector for IrcConnector {
         }
         network.sync_levels(channel).await;
         Ok(())
+    }
+
+    async fn handle_room_change(
+        &self,
+        portal: &Portal,
+        sender: &UserId,
+        change: &MatrixRoomChange,
+    ) -> Result<(), ConnectorError> {
+        // A channel has a topic, and no name or avatar.
+        let MatrixRoomChange::Topic(topic) = change else {
+            return Ok(());
+        };
+        if portal.direct.is_some() {
+            return Ok(());
+        }
+        let (network, channel) = self.route(portal)?;
+        if network.is_relayed(sender) {
+            return Err(ConnectorError::Refused(
+                "relayed users cannot change the topic on IRC".to_owned(),
+            ));
+        }
+        // A topic is one line on IRC.
+        let topic = topic
+            .as_deref()
+            .unwrap_or_default()
+            .split(['\r', '\n', '\0'])
+            .filter(|part| !part.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let puppet = network.puppet_in(sender, None, channel).await?;
+        send_lines(&puppet.connection, &[Line::new("TOPIC", [channel, &topic])]).await
     }
 
     async fn handle_typing(

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bridge_core::bridge::{BridgeHandle, CommandContext, Permission};
 use bridge_core::connector::{
     Capabilities, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixEdit,
-    MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, Membership, MessageKind,
-    Portal, PortalInfo,
+    MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, MatrixRoomChange, Membership,
+    MessageKind, Portal, PortalInfo, RemoteRef,
 };
 use bridge_core::format::html_to_text;
 use tokio_xmpp::jid::BareJid;
@@ -206,7 +206,7 @@ impl Connector for XmppConnector {
                 redactions: true,
                 reactions: true,
                 typing: true,
-                receipts: false,
+                receipts: true,
             },
         }
     }
@@ -270,6 +270,46 @@ impl Connector for XmppConnector {
             Some(GhostId::Jid(jid)) => Some(self.gateway.direct_chat(user, &jid)),
             _ => None,
         })
+    }
+
+    async fn handle_room_change(
+        &self,
+        portal: &Portal,
+        sender: &ruma::UserId,
+        change: &MatrixRoomChange,
+    ) -> Result<(), ConnectorError> {
+        // A group chat's name and avatar are its configuration, which only its owners
+        // change through a form; the subject is what the topic is.
+        let MatrixRoomChange::Topic(topic) = change else {
+            return Ok(());
+        };
+        if portal.direct.is_some() {
+            return Ok(());
+        }
+        if self.gateway.bridge().permission(sender) < Permission::User {
+            return Err(ConnectorError::Refused(
+                "relayed users cannot change the subject on XMPP".to_owned(),
+            ));
+        }
+        let subject = topic.as_deref().unwrap_or_default();
+        self.gateway
+            .set_subject(&Self::room(portal)?, sender, subject)
+            .await
+    }
+
+    async fn handle_receipt(
+        &self,
+        portal: &Portal,
+        user: &ruma::UserId,
+        target: &RemoteRef,
+    ) -> Result<(), ConnectorError> {
+        // Relayed users have no XMPP identity to have read anything.
+        if self.gateway.bridge().permission(user) < Permission::User {
+            return Ok(());
+        }
+        self.gateway
+            .displayed(&Self::to(portal)?, user, &target.remote_id)
+            .await
     }
 
     async fn handle_typing(

@@ -24,6 +24,7 @@ use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::delay::Delay;
 use tokio_xmpp::parsers::disco::{DiscoInfoResult, Identity};
+use tokio_xmpp::parsers::displayed_markers::{Displayed, Markable};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
 use tokio_xmpp::parsers::message_correct::Replace;
@@ -673,6 +674,8 @@ impl Gateway {
         message.id = Some(tokio_xmpp::parsers::message::Id(id.to_owned()));
         if let Some(body) = body {
             message.bodies.insert(Lang::default(), body.to_owned());
+            // Clients tell when they have shown it, for Matrix read receipts.
+            message.payloads.push(Markable.into());
         }
         message.payloads.push(OriginId { id: id.to_owned() }.into());
         message.payloads.extend(payloads);
@@ -694,6 +697,53 @@ impl Gateway {
         message.bodies.insert(Lang::default(), body.to_owned());
         message.payloads.push(OriginId { id: id.to_owned() }.into());
         message.payloads.extend(payloads);
+        self.component.send(message).await.map_err(retry)
+    }
+
+    /// Sets `room`'s subject to `subject` as `user`'s puppet (which joins first). The room
+    /// may allow only moderators to; its refusal comes back as an error, reported.
+    pub async fn set_subject(
+        &self,
+        room: &BareJid,
+        user: &UserId,
+        subject: &str,
+    ) -> Result<(), ConnectorError> {
+        self.puppet_in(room, user, None).await?;
+        let mut message = Message::groupchat(Some(Jid::from(room.clone())));
+        message.from = Some(Jid::from(self.puppet_jid(user)?));
+        message.subjects.insert(Lang::default(), subject.to_owned());
+        self.component.send(message).await.map_err(retry)
+    }
+
+    /// Tells `to` that `user` has read up to the message `message_id` (a displayed marker,
+    /// XEP-0333), if their puppet is there: a reader does not join a room to say so.
+    pub async fn displayed(
+        &self,
+        to: &To,
+        user: &UserId,
+        message_id: &str,
+    ) -> Result<(), ConnectorError> {
+        let (mut message, id) = match to {
+            To::Room(room) => {
+                if !lock(&self.rooms).room(room).puppets.contains_key(user) {
+                    return Ok(());
+                }
+                // In a group chat, markers name the room's stanza id.
+                let id = self.room_stanza_id(room, message_id);
+                (Message::groupchat(Some(Jid::from(room.clone()))), id)
+            }
+            To::Chat(jid) => (
+                Message::chat(Some(Jid::from(jid.clone()))),
+                message_id.to_owned(),
+            ),
+        };
+        message.from = Some(Jid::from(self.puppet_jid(user)?));
+        message.payloads.push(
+            Displayed {
+                id: tokio_xmpp::parsers::message::Id(id),
+            }
+            .into(),
+        );
         self.component.send(message).await.map_err(retry)
     }
 
@@ -1211,6 +1261,17 @@ impl Gateway {
                 .find(|p| p.is(name, namespace))
                 .cloned()
         };
+        if let Some(displayed) =
+            payload("displayed", ns::DISPLAYED_MARKERS).and_then(|e| Displayed::try_from(e).ok())
+        {
+            let target = lock(&self.stanza_ids).message_id(scope, &displayed.id.0);
+            self.queue(
+                portal,
+                presence_event(sender, RemoteEventKind::Read { target }),
+            )
+            .await;
+            return;
+        }
         if let Some(retract) =
             payload("retract", NS_RETRACT).and_then(|e| Retract::try_from(e).ok())
         {

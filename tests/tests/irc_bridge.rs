@@ -1131,6 +1131,33 @@ async fn rooms_are_linked_with_an_operators_consent_and_by_the_config_and_unlink
         .await
         .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
 
+    // A topic change on Matrix is the puppet's TOPIC: refused while alice is no channel
+    // operator (the channel is +t), taken once carol ops her.
+    let set_topic = async |topic: &str| {
+        alice
+            .request(
+                reqwest::Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+                Some(&json!({ "topic": topic })),
+            )
+            .await
+            .unwrap();
+    };
+    set_topic("not allowed\nyet").await;
+    bot_notice(&alice, &bridge, &room, "IRC refused what you sent to").await;
+    carol
+        .send(&format!("MODE {channel} +o alice[m]"))
+        .await
+        .unwrap();
+    set_topic("an operator's\ntopic").await;
+    let topic = carol
+        .wait_for(WAIT, |l| {
+            l.command == "TOPIC" && l.source_nick() == Some("alice[m]")
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+    assert_eq!(topic.text(), "an operator's topic");
+
     // Not what the config maps; then unlinked: the bot and the puppet part.
     alice.send_text(&mapped_room, "!irc unlink").await.unwrap();
     bot_notice(

@@ -1264,3 +1264,132 @@ async fn rooms_are_linked_by_their_admins_and_by_the_config_and_unlinked() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn displayed_markers_and_read_receipts_cross_both_ways() {
+    let mut bed = bed("markers").await;
+    let carol_ghost = bed.ghost_named("carol").await;
+    const MARKERS: &str = "urn:xmpp:chat-markers:0";
+
+    // alice speaks first, so that her puppet is in the room; her message is markable.
+    let hello = bed.alice.send_text(&bed.room, "hello carol").await.unwrap();
+    let said = bed.xmpp_message("alice", "hello carol").await;
+    assert!(said.has_child("markable", MARKERS), "{}", to_string(&said));
+    let hello_in_room = room_id_of(&said, &bed.muc);
+
+    // XMPP to Matrix: carol's client marks alice's message displayed (by the room's
+    // stanza id); her ghost's read receipt moves there.
+    let marker = element("displayed", MARKERS, &[("id", &hello_in_room)], None);
+    let muc = bed.muc.clone();
+    bed.carol
+        .send(&groupchat(&muc, "m1", None, vec![marker]))
+        .await
+        .unwrap();
+    bed.matrix_event(|e| {
+        e["type"] == "m.receipt"
+            && e["content"][hello.as_str()]["m.read"][carol_ghost.as_str()].is_object()
+    })
+    .await;
+
+    // Matrix to XMPP: alice reads carol's message; her puppet sends a displayed marker
+    // naming the room's stanza id of it.
+    bed.carol
+        .send(&groupchat(&muc, "c1", Some("read me"), vec![]))
+        .await
+        .unwrap();
+    let echo = bed.xmpp_message("carol", "read me").await;
+    let read_me_in_room = room_id_of(&echo, &bed.muc);
+    let read_me = bed
+        .matrix_event(|e| e["content"]["body"] == "read me")
+        .await;
+    let event_id = read_me["event_id"].as_str().unwrap().to_owned();
+    bed.alice
+        .request(
+            reqwest::Method::POST,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                bed.room,
+                urlencode(&event_id)
+            ),
+            Some(&json!({})),
+        )
+        .await
+        .unwrap();
+    let from_alice = format!("{}/alice", bed.muc);
+    let displayed = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.attr("from") == Some(from_alice.as_str()) && s.has_child("displayed", MARKERS)
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
+    let marked = displayed.get_child("displayed", MARKERS).unwrap();
+    assert_eq!(marked.attr("id"), Some(read_me_in_room.as_str()));
+}
+
+#[tokio::test]
+async fn a_matrix_topic_change_sets_the_subject_where_the_room_allows() {
+    let mut bed = bed("subject").await;
+    // alice's own room, where she may change the topic, linked to another group chat
+    // that carol owns.
+    let owned = format!("owned@{}", Prosody::MUC_DOMAIN);
+    bed.carol.join_muc(&owned, "carol").await.unwrap();
+    let bot = "@xmppbot:localhost";
+    let room = bed
+        .alice
+        .create_room(json!({"preset": "private_chat", "invite": [bot]}))
+        .await
+        .unwrap();
+    bot_notice(&bed.alice, &bed.bridge, &room, "link <address>").await;
+    bed.alice
+        .send_text(&room, &format!("!xmpp link {owned}"))
+        .await
+        .unwrap();
+    bot_notice(&bed.alice, &bed.bridge, &room, "now bridged to").await;
+    bed.room = room;
+    bed.muc = owned;
+    let set_topic = async |bed: &Bed, topic: &str| {
+        bed.alice
+            .request(
+                reqwest::Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", bed.room),
+                Some(&json!({ "topic": topic })),
+            )
+            .await
+            .unwrap();
+    };
+    bed.alice.send_text(&bed.room, "hi").await.unwrap();
+    bed.xmpp_message("alice", "hi").await;
+
+    // Prosody lets moderators alone change the subject: the refusal comes back.
+    set_topic(&bed, "not allowed").await;
+    bed.matrix_event(|e| {
+        e["content"]["msgtype"] == "m.notice"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("did not take"))
+    })
+    .await;
+
+    // carol, the room's owner, makes alice's puppet a moderator; then it may.
+    let admin = Element::builder("query", "http://jabber.org/protocol/muc#admin")
+        .append(
+            Element::builder("item", "http://jabber.org/protocol/muc#admin")
+                .attr(name("nick"), "alice")
+                .attr(name("role"), "moderator")
+                .build(),
+        )
+        .build();
+    let muc = bed.muc.clone();
+    bed.carol.iq("set", &muc, admin).await.unwrap();
+    set_topic(&bed, "a moderated topic").await;
+    let from_alice = format!("{muc}/alice");
+    bed.carol
+        .wait_for(WAIT, |s| {
+            s.attr("from") == Some(from_alice.as_str())
+                && s.get_child("subject", NS_CLIENT)
+                    .is_some_and(|subject| subject.text() == "a moderated topic")
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
+}

@@ -652,10 +652,11 @@ impl Connector for Linechat {
     async fn handle_room_change(
         &self,
         portal: &Portal,
+        sender: &UserId,
         change: &MatrixRoomChange,
     ) -> Result<(), ConnectorError> {
-        let _ = (portal, change);
-        // Topic changes would need the changer's identity; the example leaves them out.
+        let _ = (portal, sender, change);
+        // linechat channels have no topic to set; the example leaves changes out.
         Ok(())
     }
 

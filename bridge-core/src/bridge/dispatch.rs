@@ -335,7 +335,7 @@ impl MatrixEvents {
                     _ => MatrixRoomChange::Avatar(text("url").map(Into::into)),
                 };
                 connector
-                    .handle_room_change(portal, &change)
+                    .handle_room_change(portal, &event.sender, &change)
                     .await
                     .map(|()| Vec::new())
             }

@@ -328,6 +328,20 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
                 RemoteEventKind::PowerLevel { target, level } => {
                     set_power_level(shared, &portal, target, *level, ts).await?
                 }
+                RemoteEventKind::Read { target } => {
+                    let Some(target) = shared
+                        .store
+                        .event_of_remote(shared.network, &row.portal, target, 0)
+                        .await
+                        .map_err(|error| Undelivered::Later(error.to_string()))?
+                    else {
+                        return Ok(Vec::new());
+                    };
+                    let target = EventId::parse(&target.event_id)
+                        .map_err(|error| Undelivered::Never(error.to_string()))?;
+                    as_ghost.send_read_receipt(&portal.room_id, &target).await?;
+                    None
+                }
                 RemoteEventKind::Join | RemoteEventKind::Leave { .. } => None,
             }
         }

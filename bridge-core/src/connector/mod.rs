@@ -231,13 +231,14 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The room's name, topic or avatar changed.
+    /// `sender` changed the room's name, topic or avatar.
     async fn handle_room_change(
         &self,
         portal: &Portal,
+        sender: &ruma::UserId,
         change: &MatrixRoomChange,
     ) -> Result<(), ConnectorError> {
-        let _ = (portal, change);
+        let _ = (portal, sender, change);
         Ok(())
     }
 

@@ -129,6 +129,12 @@ pub enum RemoteEventKind {
         /// The new name.
         name: String,
     },
+    /// The sender has read the chat up to the message with remote id `target`: their
+    /// ghost's read receipt moves there. A message that was never bridged is ignored.
+    Read {
+        /// The last message read.
+        target: String,
+    },
     /// `target`'s rank in the chat changed (an IRC channel mode, an XMPP affiliation):
     /// their ghost gets power level `level` in the room. The bot sets it; setting a
     /// level a ghost has already changes nothing.
@@ -153,6 +159,7 @@ impl RemoteEventKind {
             RemoteEventKind::Topic { .. } => "topic",
             RemoteEventKind::Name { .. } => "name",
             RemoteEventKind::PowerLevel { .. } => "power_level",
+            RemoteEventKind::Read { .. } => "read",
         }
     }
 }
