@@ -23,7 +23,6 @@ use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::delay::Delay;
-use tokio_xmpp::parsers::disco::{DiscoInfoResult, Identity};
 use tokio_xmpp::parsers::displayed_markers::{Displayed, Markable};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
@@ -42,6 +41,7 @@ use tokio_xmpp::parsers::version::VersionResult;
 
 use crate::component::{Component, ComponentOptions, SendError};
 use crate::config::XmppConfig;
+use crate::disco;
 use crate::ids::{
     GhostId, RESOURCE, alias_suffix, direct_id, parse_room_address, puppet_full_jid, user_of_puppet,
 };
@@ -307,7 +307,9 @@ impl Gateway {
                 rooms.room(room).joining.insert(nick.clone());
             }
             // Without history asked for, an occupant changes nick (no MUC payload).
-            let mut presence = Presence::available().with_to(occupant);
+            let mut presence = Presence::available()
+                .with_to(occupant)
+                .with_payload(disco::puppet_caps());
             if let Some(history) = &history {
                 presence.add_payload(Muc {
                     password: None,
@@ -1484,22 +1486,18 @@ impl Gateway {
             return Some(None);
         }
         if payload.is("query", ns::DISCO_INFO) {
-            let identity = if to.is_some_and(|to| to.as_str() == self.config.component_domain) {
-                Identity::new("gateway", "matrix", "en", "Matrix (Trestle)")
-            } else {
-                Identity::new_anonymous::<_, _, String, String>("client", "pc")
-            };
-            let features = [ns::DISCO_INFO, ns::PING, ns::VERSION, ns::MUC]
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
-            let info = DiscoInfoResult {
-                node: None,
-                identities: vec![identity],
-                features,
-                extensions: Vec::new(),
-            };
-            return Some(Some(info.into()));
+            let node = payload.attr("node").map(str::to_owned);
+            if to.is_some_and(|to| to.as_str() == self.config.component_domain) {
+                return node.is_none().then(|| Some(disco::component_info().into()));
+            }
+            // A user's capabilities node, or none at all.
+            if node
+                .as_deref()
+                .is_some_and(|node| !disco::is_puppet_node(node))
+            {
+                return None;
+            }
+            return Some(Some(disco::puppet_info(node).into()));
         }
         if payload.is("query", ns::VERSION) {
             let version = VersionResult {

@@ -14,6 +14,7 @@
 pub mod component;
 pub mod config;
 pub mod connector;
+pub mod disco;
 pub mod gateway;
 pub mod ids;
 pub mod payloads;

@@ -1393,3 +1393,63 @@ async fn a_matrix_topic_change_sets_the_subject_where_the_room_allows() {
         .await
         .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
 }
+
+#[tokio::test]
+async fn puppets_say_what_they_understand() {
+    let mut bed = bed("caps").await;
+    const DISCO: &str = "http://jabber.org/protocol/disco#info";
+    let puppet = r"alice\3alocalhost@bridge.localhost";
+    bed.alice.send_text(&bed.room, "hi").await.unwrap();
+    bed.xmpp_message("alice", "hi").await;
+
+    // The puppet's presence in the room carries its capabilities (XEP-0115)...
+    let occupant = format!("{}/alice", bed.muc);
+    let presence = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.name() == "presence" && s.attr("from") == Some(occupant.as_str())
+        })
+        .await
+        .unwrap();
+    let caps = presence
+        .get_child("c", "http://jabber.org/protocol/caps")
+        .unwrap_or_else(|| panic!("no caps in {}", to_string(&presence)));
+    assert_eq!(caps.attr("hash"), Some("sha-1"));
+    let node = format!(
+        "{}#{}",
+        caps.attr("node").unwrap(),
+        caps.attr("ver").unwrap()
+    );
+
+    // ...which service discovery at that node (and without one) spells out.
+    for node in [Some(node.as_str()), None] {
+        let mut query = Element::builder("query", DISCO);
+        if let Some(node) = node {
+            query = query.attr(name("node"), node);
+        }
+        let info = bed.carol.iq("get", puppet, query.build()).await.unwrap();
+        let info = info.get_child("query", DISCO).unwrap();
+        assert_eq!(info.attr("node"), node);
+        let features: Vec<&str> = info
+            .children()
+            .filter(|c| c.name() == "feature")
+            .filter_map(|c| c.attr("var"))
+            .collect();
+        for feature in [
+            "urn:xmpp:chat-markers:0",
+            "urn:xmpp:reactions:0",
+            "urn:xmpp:message-correct:0",
+            "urn:xmpp:reply:0",
+        ] {
+            assert!(features.contains(&feature), "{feature} not in {features:?}");
+        }
+        let identity = info.get_child("identity", DISCO).unwrap();
+        assert_eq!(identity.attr("category"), Some("client"));
+    }
+    // A node the puppet never advertised is not one it has.
+    let unknown = Element::builder("query", DISCO)
+        .attr(name("node"), "urn:trestle:bridge-xmpp#nonsense")
+        .build();
+    let refused = bed.carol.iq("get", puppet, unknown).await;
+    assert!(refused.is_err(), "{refused:?}");
+}
