@@ -142,6 +142,16 @@ fn message_content(gateway: &Gateway, to: &To, message: &MatrixMessage) -> (Stri
             body = prefix + &body;
         }
     }
+    // The same formatting as XHTML-IM (XEP-0071) for clients that render it; an emote
+    // or a reply is not, as its `/me ` or `nick: ` is in the body alone.
+    if let Some(html) = &message.html
+        && message.media.is_none()
+        && message.kind != MessageKind::Emote
+        && message.reply_to.is_none()
+        && let Some(xhtml) = crate::xhtml::from_matrix_html(html)
+    {
+        payloads.push(xhtml);
+    }
     (body, payloads)
 }
 

@@ -48,6 +48,7 @@ use crate::ids::{
 use crate::payloads::{Fallback, NS_REPLY, NS_RETRACT, Reply, Retract, strip_fallback};
 use crate::rooms::{JoinRefusal, Occupant, Rooms, level_of, matrix_presence, nick_candidates};
 use crate::stanza_ids::StanzaIds;
+use crate::styling::styling_to_html;
 
 /// How long a join may take before it counts as failed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -1330,12 +1331,22 @@ impl Gateway {
                 body = strip_fallback(&body, &fallback);
             }
         }
+        // Formatting: the XHTML-IM (XEP-0071) if the client sent one, else the body's
+        // styling (XEP-0393). An emote's or reply's XHTML would repeat the `/me ` or the
+        // quote the body has lost.
+        let xhtml = payload("html", ns::XHTML_IM)
+            .filter(|_| reply_to.is_none() && !body.starts_with("/me "))
+            .and_then(|html| crate::xhtml::to_matrix_html(&html));
         let remote = match body.strip_prefix("/me ") {
             Some(action) => RemoteMessage {
                 kind: MessageKind::Emote,
+                html: styling_to_html(action),
                 ..RemoteMessage::text(action)
             },
-            None => RemoteMessage::text(body.clone()),
+            None => RemoteMessage {
+                html: xhtml.or_else(|| styling_to_html(&body)),
+                ..RemoteMessage::text(body.clone())
+            },
         };
         // A link given out of band (XEP-0066) as the whole body is a file (an upload,
         // XEP-0363): the framework fetches it and uploads it to Matrix.

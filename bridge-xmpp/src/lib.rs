@@ -21,3 +21,4 @@ pub mod payloads;
 pub mod rooms;
 pub mod stanza_ids;
 pub mod styling;
+pub mod xhtml;

@@ -178,7 +178,53 @@ async fn a_group_chat_portal_carries_messages_both_ways() {
         )
         .await
         .unwrap();
-    bed.xmpp_message("alice", "*bold* and `code`").await;
+    // Matrix formatting goes as message styling (XEP-0393) in the body, and as XHTML-IM
+    // (XEP-0071) beside it.
+    let styled = bed.xmpp_message("alice", "*bold* and `code`").await;
+    let xhtml = styled
+        .get_child("html", "http://jabber.org/protocol/xhtml-im")
+        .and_then(|html| html.get_child("body", "http://www.w3.org/1999/xhtml"))
+        .unwrap_or_else(|| panic!("no XHTML-IM in {}", to_string(&styled)));
+    assert_eq!(
+        to_string(xhtml),
+        "<body xmlns='http://www.w3.org/1999/xhtml'><strong>bold</strong> and \
+         <span style='font-family: monospace'>code</span></body>"
+    );
+
+    // XMPP formatting comes as Matrix HTML: styling, or XHTML-IM where the client sent it.
+    let muc = bed.muc.clone();
+    bed.carol
+        .send_groupchat(&muc, "*strong* _words_ ~gone~")
+        .await
+        .unwrap();
+    let seen = bed
+        .matrix_event(|e| e["content"]["body"] == "*strong* _words_ ~gone~")
+        .await;
+    assert_eq!(
+        seen["content"]["formatted_body"], "<strong>strong</strong> <em>words</em> <del>gone</del>",
+        "{seen}"
+    );
+    let rich: Element = "<html xmlns='http://jabber.org/protocol/xhtml-im'>\
+        <body xmlns='http://www.w3.org/1999/xhtml'><p>rich <strong>text</strong> \
+        <a href='javascript:x()'>no script</a></p></body></html>"
+        .parse()
+        .unwrap();
+    bed.carol
+        .send(&groupchat(
+            &muc,
+            "x1",
+            Some("rich text no script"),
+            vec![rich],
+        ))
+        .await
+        .unwrap();
+    let seen = bed
+        .matrix_event(|e| e["content"]["body"] == "rich text no script")
+        .await;
+    assert_eq!(
+        seen["content"]["formatted_body"], "<p>rich <strong>text</strong> <a>no script</a></p>",
+        "{seen}"
+    );
 
     // Lines stay in one message; XML in a body is text, never markup.
     bed.alice
@@ -231,7 +277,16 @@ async fn a_group_chat_portal_carries_messages_both_ways() {
         .filter(|e| e["type"] == "m.room.message" && e["sender"] != "@alice:localhost")
         .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(bodies, ["hello from xmpp", "waves", "last"]);
+    assert_eq!(
+        bodies,
+        [
+            "hello from xmpp",
+            "waves",
+            "*strong* _words_ ~gone~",
+            "rich text no script",
+            "last"
+        ]
+    );
     // Nor is alice's puppet taken for an XMPP user.
     assert_eq!(bed.ghosts_named("alice").await, Vec::<String>::new());
 }

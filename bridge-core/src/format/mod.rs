@@ -11,9 +11,11 @@ mod reply;
 mod sanitize;
 mod to_html;
 mod to_text;
+mod tree;
 
 pub use mention::{mention_pill, mentioned_users};
 pub use reply::{strip_reply_fallback_html, strip_reply_fallback_text};
 pub use sanitize::sanitize_html;
 pub use to_html::{escape_html, text_to_html};
 pub use to_text::{PlainText, TextMarkup, html_to_text};
+pub use tree::{HtmlNode, html_tree};
