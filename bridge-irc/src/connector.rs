@@ -516,6 +516,28 @@ impl Connector for IrcConnector {
         Ok(())
     }
 
+    async fn handle_presence(
+        &self,
+        user: &UserId,
+        presence: &ruma::presence::PresenceState,
+        status: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        use ruma::presence::PresenceState;
+        // One line, like every text that reaches IRC from Matrix.
+        let status = status
+            .map(|s| s.replace(['\r', '\n', '\0'], " "))
+            .filter(|s| !s.trim().is_empty());
+        let away = match presence {
+            PresenceState::Online => None,
+            PresenceState::Unavailable => Some(status.unwrap_or_else(|| "away".to_owned())),
+            _ => Some(status.unwrap_or_else(|| "offline".to_owned())),
+        };
+        for network in self.networks.values() {
+            network.set_away(user, away.as_deref()).await;
+        }
+        Ok(())
+    }
+
     async fn handle_room_change(
         &self,
         portal: &Portal,

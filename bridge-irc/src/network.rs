@@ -116,6 +116,8 @@ pub struct Network {
     /// WHOIS asked by the bot and not answered in full yet (folded nick → lines so far,
     /// and who waits).
     whois: Mutex<HashMap<String, PendingWhois>>,
+    /// Away messages of Matrix users who are not plainly online, for their puppets.
+    aways: Mutex<HashMap<OwnedUserId, String>>,
     /// Channel operators asked to agree to a link (folded nick → who waits for the
     /// answer).
     consents: Mutex<HashMap<String, oneshot::Sender<bool>>>,
@@ -164,6 +166,7 @@ impl Network {
             splits: Mutex::new(Splits::new(grace)),
             whois: Mutex::new(HashMap::new()),
             consents: Mutex::new(HashMap::new()),
+            aways: Mutex::new(HashMap::new()),
             config,
             tls,
             bridge: OnceLock::new(),
@@ -1010,6 +1013,12 @@ impl Network {
         let nick = connection.nick();
         tracing::info!(network = %self.name(), %user, %nick, "puppet connected");
         self.identify(&connection, user, &login).await;
+        let away = lock(&self.aways).get(user).cloned();
+        if let Some(away) = away
+            && let Err(error) = connection.send(&Line::new("AWAY", [away])).await
+        {
+            tracing::debug!(%user, %error, "cannot mark a new puppet away");
+        }
         lock(&self.puppet_nicks).insert(self.fold(&nick), user.to_owned());
         let puppet = Arc::new(Puppet {
             connection,
@@ -1024,6 +1033,34 @@ impl Network {
         ));
         lock(&self.tasks).push(task);
         Ok(puppet)
+    }
+
+    /// Marks `user`'s puppet away with `message` (`None`: back), if it is connected and
+    /// that is a change; a puppet connected later is marked as it connects.
+    pub async fn set_away(&self, user: &UserId, message: Option<&str>) {
+        {
+            let mut aways = lock(&self.aways);
+            if aways.get(user).map(String::as_str) == message {
+                return;
+            }
+            match message {
+                Some(message) => aways.insert(user.to_owned(), message.to_owned()),
+                None => aways.remove(user),
+            };
+        }
+        let slot = lock(&self.puppets).get(user).cloned();
+        let Some(slot) = slot else { return };
+        let puppet = slot.lock().await.clone();
+        let Some(puppet) = puppet.filter(|p| p.connection.is_open()) else {
+            return;
+        };
+        let line = match message {
+            Some(message) => Line::new("AWAY", [message]),
+            None => Line::new("AWAY", Vec::<String>::new()),
+        };
+        if let Err(error) = puppet.connection.send(&line).await {
+            tracing::debug!(%user, %error, "cannot mark a puppet away");
+        }
     }
 
     /// The puppet of `user`, a member of `channel` (folded).

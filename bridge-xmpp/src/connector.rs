@@ -307,6 +307,17 @@ impl Connector for XmppConnector {
             .await
     }
 
+    async fn handle_presence(
+        &self,
+        user: &ruma::UserId,
+        presence: &ruma::presence::PresenceState,
+        status: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        self.gateway
+            .set_puppet_presence(user, presence, status)
+            .await
+    }
+
     async fn handle_receipt(
         &self,
         portal: &Portal,

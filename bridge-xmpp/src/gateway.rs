@@ -33,7 +33,7 @@ use tokio_xmpp::parsers::muc::user::{MucUser, Status};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::occupant_id::OccupantId;
 use tokio_xmpp::parsers::oob::Oob;
-use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::presence::{Presence, Show, Type as PresenceType};
 use tokio_xmpp::parsers::reactions::Reactions;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::parsers::stanza_id::{OriginId, StanzaId};
@@ -69,6 +69,9 @@ const SUBJECT_WAIT: Duration = Duration::from_secs(3);
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// How a puppet shows its Matrix user's presence: `show` (none: available) and status.
+type Shown = (Option<Show>, Option<String>);
 
 /// When a room's last bridged message was sent, and when that was last saved.
 #[derive(Debug)]
@@ -142,6 +145,9 @@ pub struct Gateway {
     stanza_ids: Mutex<StanzaIds>,
     /// Who is typing where (portal, ghost id), to tell Matrix of changes only.
     typing: Mutex<HashSet<(String, String)>>,
+    /// Matrix users' presence as their puppets show it (`show`, status), when not plainly
+    /// online.
+    presences: Mutex<HashMap<OwnedUserId, Shown>>,
     /// Each user's reactions to each message, by room (XMPP sends the whole set).
     reactions: Mutex<HashMap<(BareJid, String, String), BTreeSet<String>>>,
     stop: CancellationToken,
@@ -169,6 +175,7 @@ impl Gateway {
             stanza_ids: Mutex::new(StanzaIds::default()),
             reactions: Mutex::new(HashMap::new()),
             typing: Mutex::new(HashSet::new()),
+            presences: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         })
@@ -308,7 +315,8 @@ impl Gateway {
                 rooms.room(room).joining.insert(nick.clone());
             }
             // Without history asked for, an occupant changes nick (no MUC payload).
-            let mut presence = Presence::available()
+            let mut presence = self
+                .puppet_presence(who)
                 .with_to(occupant)
                 .with_payload(disco::puppet_caps());
             if let Some(history) = &history {
@@ -701,6 +709,68 @@ impl Gateway {
         message.payloads.push(OriginId { id: id.to_owned() }.into());
         message.payloads.extend(payloads);
         self.component.send(message).await.map_err(retry)
+    }
+
+    /// Shows `user`'s Matrix presence on their puppet wherever it is: away while
+    /// `unavailable`, extended away while `offline` (it stays in its rooms), with their
+    /// status message. Only changes are sent.
+    pub async fn set_puppet_presence(
+        &self,
+        user: &UserId,
+        presence: &ruma::presence::PresenceState,
+        status: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        use ruma::presence::PresenceState;
+        let show = match presence {
+            PresenceState::Unavailable => Some(Show::Away),
+            PresenceState::Offline => Some(Show::Xa),
+            _ => None,
+        };
+        let shown = (show, status.filter(|s| !s.is_empty()).map(str::to_owned));
+        {
+            let mut presences = lock(&self.presences);
+            let before = presences.get(user).cloned().unwrap_or((None, None));
+            if before == shown {
+                return Ok(());
+            }
+            if shown == (None, None) {
+                presences.remove(user);
+            } else {
+                presences.insert(user.to_owned(), shown);
+            }
+        }
+        let jid = self.puppet_jid(user)?;
+        let occupants: Vec<FullJid> = lock(&self.rooms)
+            .rooms
+            .iter()
+            .filter_map(|(room, state)| room.with_resource_str(state.puppets.get(user)?).ok())
+            .collect();
+        for occupant in occupants {
+            let presence = self
+                .puppet_presence(&jid)
+                .with_to(occupant)
+                .with_payload(disco::puppet_caps());
+            let mut presence = presence;
+            presence.from = Some(Jid::from(jid.clone()));
+            self.component.send(presence).await.map_err(retry)?;
+        }
+        Ok(())
+    }
+
+    /// An available presence with the Matrix presence of the puppet `who` (none for the
+    /// bot).
+    fn puppet_presence(&self, who: &FullJid) -> Presence {
+        let mut presence = Presence::available();
+        let Some(user) = user_of_puppet(&who.to_bare()) else {
+            return presence;
+        };
+        if let Some((show, status)) = lock(&self.presences).get(&user).cloned() {
+            presence.show = show;
+            if let Some(status) = status {
+                presence.statuses.insert(Lang::default(), status);
+            }
+        }
+        presence
     }
 
     /// Sets `room`'s subject to `subject` as `user`'s puppet (which joins first). The room

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use trestle_tests::bridge_process::BridgeProcess;
 use trestle_tests::irc::{IrcClient, Line};
 use trestle_tests::irc_bridge::{NETWORK, irc_bridge_for, irc_bridge_with};
-use trestle_tests::matrix::MatrixClient;
+use trestle_tests::matrix::{MatrixClient, urlencode};
 use trestle_tests::{InspIrcd, Ngircd, Synapse};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -1130,6 +1130,39 @@ async fn rooms_are_linked_with_an_operators_consent_and_by_the_config_and_unlink
         .wait_for_privmsg(&channel, "hello channel", WAIT)
         .await
         .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
+
+    // alice's Matrix presence marks her puppet away, with her status.
+    let path = format!(
+        "/_matrix/client/v3/presence/{}/status",
+        urlencode(alice.user_id().as_str())
+    );
+    alice
+        .request(
+            reqwest::Method::PUT,
+            &path,
+            Some(&json!({ "presence": "unavailable", "status_msg": "at lunch" })),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        carol.send("WHOIS alice[m]").await.unwrap();
+        let reply = carol
+            .wait_for(WAIT, |l| l.command == "301" || l.command == "318")
+            .await
+            .unwrap();
+        if reply.command == "301" {
+            assert_eq!(reply.text(), "at lunch");
+            carol.wait_for(WAIT, |l| l.command == "318").await.unwrap();
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never away\nbridge log:\n{}",
+            bridge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // A topic change on Matrix is the puppet's TOPIC: refused while alice is no channel
     // operator (the channel is +t), taken once carol ops her.

@@ -1063,7 +1063,7 @@ async fn a_puppet_follows_its_users_display_name() {
 /// A Matrix user with the `relay` permission gets no puppet: the bot says their messages
 /// with their name in front. XMPP presence is the ghosts' Matrix presence.
 #[tokio::test]
-async fn relay_users_speak_through_the_bot_and_presence_is_mirrored() {
+async fn relay_users_speak_through_the_bot_and_presence_is_mirrored_both_ways() {
     let mut bed = bed_with("relay", |config| {
         let entries = "    \"localhost\": \"user\"\n";
         assert!(config.contains(entries), "{config}");
@@ -1113,6 +1113,55 @@ async fn relay_users_speak_through_the_bot_and_presence_is_mirrored() {
         })
         .await;
     assert!(joined.is_err(), "rita got a puppet: {joined:?}");
+
+    // alice's Matrix presence shows on her puppet: away with her status, then back.
+    bed.alice.send_text(&bed.room, "here").await.unwrap();
+    bed.xmpp_message("alice", "here").await;
+    let set_presence = async |bed: &Bed, presence: &str, status: &str| {
+        let path = format!(
+            "/_matrix/client/v3/presence/{}/status",
+            urlencode(bed.alice.user_id().as_str())
+        );
+        let body = json!({ "presence": presence, "status_msg": status });
+        bed.alice
+            .request(reqwest::Method::PUT, &path, Some(&body))
+            .await
+            .unwrap();
+    };
+    let occupant = format!("{}/alice", bed.muc);
+    set_presence(&bed, "unavailable", "in a meeting").await;
+    let away = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.name() == "presence"
+                && s.attr("from") == Some(occupant.as_str())
+                && s.get_child("show", NS_CLIENT)
+                    .is_some_and(|show| show.text() == "away")
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
+    assert_eq!(
+        away.get_child("status", NS_CLIENT).map(Element::text),
+        Some("in a meeting".to_owned()),
+        "{}",
+        to_string(&away)
+    );
+    set_presence(&bed, "online", "").await;
+    let back = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.name() == "presence"
+                && s.attr("from") == Some(occupant.as_str())
+                && s.attr("type").is_none()
+                && s.get_child("show", NS_CLIENT).is_none()
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
+    assert!(
+        back.get_child("status", NS_CLIENT).is_none(),
+        "{}",
+        to_string(&back)
+    );
 
     // carol is online; then away, with a status.
     let seen = presence_of(&bed, &carol_ghost).await;

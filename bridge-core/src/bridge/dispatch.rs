@@ -540,9 +540,14 @@ impl MatrixEvents {
         })
     }
 
-    /// Typing and read receipts in portals.
+    /// Typing and read receipts in portals, and users' presence.
     async fn ephemeral(&self, stored: &StoredEvent) -> Result<(), BridgeError> {
         let shared = &self.shared;
+        if stored.event_type == "m.presence" {
+            let value: serde_json::Value =
+                serde_json::from_str(&stored.content).unwrap_or_default();
+            return self.presence(&value).await;
+        }
         let Some(room) = stored
             .room_id
             .as_deref()
@@ -617,6 +622,29 @@ impl MatrixEvents {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A user's presence (an `m.presence` event), for a user of the bridge.
+    async fn presence(&self, value: &serde_json::Value) -> Result<(), BridgeError> {
+        let shared = &self.shared;
+        let Some(user) = value["sender"].as_str().and_then(|u| UserId::parse(u).ok()) else {
+            return Ok(());
+        };
+        if shared.is_bridge_user(&user) || shared.permissions.of(&user) < Permission::User {
+            return Ok(());
+        }
+        let Ok(presence) = serde_json::from_value::<ruma::presence::PresenceState>(
+            value["content"]["presence"].clone(),
+        ) else {
+            return Ok(());
+        };
+        let status = value["content"]["status_msg"].as_str();
+        log_refusal(
+            shared
+                .connector
+                .handle_presence(&user, &presence, status)
+                .await,
+        )
     }
 }
 

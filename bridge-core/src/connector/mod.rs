@@ -274,6 +274,20 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A Matrix user's presence changed: `online`, `unavailable` (away) or `offline`,
+    /// with their status message. Presence is the user's, not a room's: a network shows
+    /// it wherever their own remote identity is. Only users with the `user` permission
+    /// are handed over; the same presence may come again.
+    async fn handle_presence(
+        &self,
+        user: &ruma::UserId,
+        presence: &ruma::presence::PresenceState,
+        status: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        let _ = (user, presence, status);
+        Ok(())
+    }
+
     /// The connector's own bot commands, listed by `help`.
     fn commands(&self) -> Vec<CommandSpec> {
         Vec::new()
