@@ -12,7 +12,7 @@ use bridge_core::connector::{
     MessageKind, Portal, PortalInfo, RemoteRef,
 };
 use bridge_core::format::html_to_text;
-use tokio_xmpp::jid::BareJid;
+use tokio_xmpp::jid::{BareJid, FullJid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::Id;
 use tokio_xmpp::parsers::message_correct::Replace;
@@ -20,7 +20,7 @@ use tokio_xmpp::parsers::oob::Oob;
 use tokio_xmpp::parsers::reactions::{Reaction, Reactions};
 
 use crate::config::XmppConfig;
-use crate::gateway::{Gateway, To, parse_reaction_id, reaction_id};
+use crate::gateway::{AVATAR_SOURCE, Gateway, To, parse_reaction_id, reaction_id};
 use crate::ids::{GhostId, parse_room_address, room_of_alias};
 use crate::payloads::{Fallback, FallbackBody, NS_REPLY, NS_RETRACT, Reply, Retract};
 use crate::styling::Styling;
@@ -520,6 +520,14 @@ impl Connector for XmppConnector {
         url: &str,
         limit: u64,
     ) -> Result<(Vec<u8>, String), ConnectorError> {
+        // A ghost's avatar: the photo of the occupant's vCard.
+        if let Some(source) = url.strip_prefix(AVATAR_SOURCE) {
+            let occupant = source
+                .split_once(':')
+                .and_then(|(_, occupant)| FullJid::new(occupant).ok())
+                .ok_or_else(|| ConnectorError::Refused(format!("bad avatar source {url:?}")))?;
+            return self.gateway.vcard_photo(&occupant, limit).await;
+        }
         if is_trusted(url, &self.trusted_media_hosts) {
             bridge_core::bridge::media::fetch_trusted(url, limit).await
         } else {

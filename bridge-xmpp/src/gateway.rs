@@ -37,6 +37,8 @@ use tokio_xmpp::parsers::presence::{Presence, Show, Type as PresenceType};
 use tokio_xmpp::parsers::reactions::Reactions;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::parsers::stanza_id::{OriginId, StanzaId};
+use tokio_xmpp::parsers::vcard::{VCard, VCardQuery};
+use tokio_xmpp::parsers::vcard_update::VCardUpdate;
 use tokio_xmpp::parsers::version::VersionResult;
 
 use crate::component::{Component, ComponentOptions, SendError};
@@ -63,6 +65,11 @@ const MAX_REACTION_SETS: usize = 100_000;
 const CONCURRENT_JOINS: usize = 16;
 /// History asked for beyond the last message seen, for clocks that differ.
 const HISTORY_SLACK_SECONDS: i64 = 60;
+/// How long the bot waits for the answer to an IQ it asked.
+const IQ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How a ghost's avatar source starts: `xmpp-avatar:<photo hash>:<occupant>`, fetched
+/// from the occupant's vCard.
+pub const AVATAR_SOURCE: &str = "xmpp-avatar:";
 /// How long a new portal waits for its room's subject after the bot is in.
 const SUBJECT_WAIT: Duration = Duration::from_secs(3);
 
@@ -148,6 +155,8 @@ pub struct Gateway {
     /// Matrix users' presence as their puppets show it (`show`, status), when not plainly
     /// online.
     presences: Mutex<HashMap<OwnedUserId, Shown>>,
+    /// IQs the bot asked and not answered yet: id → who must answer, and the waiter.
+    pending_iqs: Mutex<HashMap<String, (Jid, oneshot::Sender<Iq>)>>,
     /// Each user's reactions to each message, by room (XMPP sends the whole set).
     reactions: Mutex<HashMap<(BareJid, String, String), BTreeSet<String>>>,
     stop: CancellationToken,
@@ -176,6 +185,7 @@ impl Gateway {
             reactions: Mutex::new(HashMap::new()),
             typing: Mutex::new(HashSet::new()),
             presences: Mutex::new(HashMap::new()),
+            pending_iqs: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         })
@@ -773,6 +783,66 @@ impl Gateway {
         presence
     }
 
+    /// Asks `to` an IQ get with `payload`, as the bot; the answer's payload.
+    async fn ask(&self, to: Jid, payload: Element) -> Result<Element, ConnectorError> {
+        let id = format!("trestle-{:016x}", rand::random::<u64>());
+        let (waiter, answer) = oneshot::channel();
+        lock(&self.pending_iqs).insert(id.clone(), (to.clone(), waiter));
+        let iq = Iq::Get {
+            from: Some(Jid::from(self.bot_jid())),
+            to: Some(to),
+            id: id.clone(),
+            payload,
+        };
+        let sent = self.component.send(iq).await;
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(IQ_TIMEOUT, answer).await,
+            Err(error) => {
+                lock(&self.pending_iqs).remove(&id);
+                return Err(retry(error));
+            }
+        };
+        match answer {
+            Ok(Ok(Iq::Result {
+                payload: Some(payload),
+                ..
+            })) => Ok(payload),
+            Ok(Ok(Iq::Error { error, .. })) => Err(ConnectorError::Refused(describe(&error))),
+            Ok(Ok(_)) => Err(ConnectorError::Refused("an empty answer".to_owned())),
+            Ok(Err(_)) | Err(_) => {
+                lock(&self.pending_iqs).remove(&id);
+                Err(ConnectorError::Retry("no answer".to_owned()))
+            }
+        }
+    }
+
+    /// The photo of the vCard (XEP-0054) of whoever is `occupant` (the room passes the
+    /// question on to their account), within `limit` bytes: its bytes and type.
+    pub async fn vcard_photo(
+        &self,
+        occupant: &FullJid,
+        limit: u64,
+    ) -> Result<(Vec<u8>, String), ConnectorError> {
+        let answer = self
+            .ask(Jid::from(occupant.clone()), VCardQuery.into())
+            .await?;
+        let vcard = VCard::try_from(answer)
+            .map_err(|_| ConnectorError::Refused("the answer is no vCard".to_owned()))?;
+        let photo = vcard
+            .photo
+            .ok_or_else(|| ConnectorError::Refused("the vCard has no photo".to_owned()))?;
+        if u64::try_from(photo.binval.data.len()).unwrap_or(u64::MAX) > limit {
+            return Err(ConnectorError::Refused("the photo is too large".to_owned()));
+        }
+        let kind = photo.type_.data.trim().to_ascii_lowercase();
+        let kind = if kind.starts_with("image/") && !kind.contains(['\r', '\n']) {
+            kind
+        } else {
+            "application/octet-stream".to_owned()
+        };
+        Ok((photo.binval.data, kind))
+    }
+
     /// Sets `room`'s subject to `subject` as `user`'s puppet (which joins first). The room
     /// may allow only moderators to; its refusal comes back as an error, reported.
     pub async fn set_subject(
@@ -1001,15 +1071,34 @@ impl Gateway {
             matrix_presence(presence.show.as_ref()).to_owned(),
             presence.statuses.values().next().cloned(),
         );
+        let photo = parse_payload::<VCardUpdate>(&presence.payloads, "x", ns::VCARD_UPDATE)
+            .and_then(|update| update.photo)
+            .and_then(|photo| photo.data)
+            .map(|hash| hash.iter().map(|b| format!("{b:02x}")).collect::<String>());
         let before = lock(&self.rooms).room(&room).occupants.insert(
             nick.clone(),
             Occupant {
                 ghost: ghost.clone(),
                 level,
                 presence: presence_now.clone(),
+                photo: photo.clone(),
             },
         );
         let sender = ghost_info(&ghost, &nick);
+        let photo_changed = before.as_ref().and_then(|o| o.photo.as_ref()) != photo.as_ref();
+        if let Some(hash) = photo.filter(|_| photo_changed) {
+            // Fetched in a task of its own: the answer comes through this dispatcher.
+            let ghost = GhostInfo {
+                avatar: Some(format!("{AVATAR_SOURCE}{hash}:{from}")),
+                ..sender.clone()
+            };
+            let bridge = self.bridge().clone();
+            tokio::spawn(async move {
+                if let Err(error) = bridge.update_ghost(&ghost).await {
+                    tracing::warn!(ghost = %ghost.id, %error, "cannot update a ghost's avatar");
+                }
+            });
+        }
         if before.as_ref().map(|o| &o.presence) != Some(&presence_now) {
             self.presence(&sender, &presence_now.0, presence_now.1.as_deref())
                 .await;
@@ -1536,8 +1625,24 @@ impl Gateway {
                 (from, to, id, answer)
             }
             Iq::Set { from, to, id, .. } => (from, to, id, Err(unavailable())),
-            // Answers to keepalive pings, and errors: nothing waits for them.
-            Iq::Result { .. } | Iq::Error { .. } => return,
+            // Answers: to the bot's questions (from whom they were asked); keepalive pings
+            // and the rest have nobody waiting.
+            Iq::Result {
+                ref id, ref from, ..
+            }
+            | Iq::Error {
+                ref id, ref from, ..
+            } => {
+                let mut pending = lock(&self.pending_iqs);
+                if pending
+                    .get(id)
+                    .is_some_and(|(asked, _)| from.as_ref() == Some(asked))
+                    && let Some((_, waiter)) = pending.remove(id)
+                {
+                    let _ = waiter.send(iq);
+                }
+                return;
+            }
         };
         let reply = match answer {
             Ok(payload) => Iq::Result {

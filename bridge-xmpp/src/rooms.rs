@@ -23,6 +23,8 @@ pub struct Occupant {
     pub level: i64,
     /// Their presence as Matrix says it (`online`, `unavailable`) and status message.
     pub presence: (String, Option<String>),
+    /// The hash of their avatar (XEP-0153), hex, if they have one.
+    pub photo: Option<String>,
 }
 
 /// The power level a Matrix room gives an occupant: owners 100, admins and moderators 50.

@@ -52,6 +52,7 @@ modules_enabled = {
 	"blocklist";
 	"carbons";
 	"mam";
+	"vcard"; -- vCards (XEP-0054), where ghosts' avatars come from
 	"posix";
 }
 modules_disabled = {

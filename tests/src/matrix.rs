@@ -121,6 +121,35 @@ impl MatrixClient {
             .ok_or_else(|| Error::Protocol(format!("no content_uri in {answer}")))
     }
 
+    /// Downloads the media `mxc` (`mxc://server/id`): its bytes and content type.
+    pub async fn download(&self, mxc: &str) -> Result<(Vec<u8>, String)> {
+        let context = format!("downloading {mxc}");
+        let path = mxc
+            .strip_prefix("mxc://")
+            .ok_or_else(|| Error::Protocol(format!("not an mxc URI: {mxc}")))?;
+        let response = self
+            .http
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{path}",
+                self.base
+            ))
+            .bearer_auth(&self.access_token)
+            .send()
+            .await
+            .map_err(Error::http(&context))?;
+        if !response.status().is_success() {
+            return Err(Error::Protocol(format!("{context}: {}", response.status())));
+        }
+        let kind = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = response.bytes().await.map_err(Error::http(&context))?;
+        Ok((bytes.to_vec(), kind))
+    }
+
     /// Sends the texts `<prefix>0` … `<prefix><count - 1>` to `room`, one request after
     /// another, in a task of their own. Give it a session of its own (a second login), so
     /// that the caller's sync is not shared.

@@ -1557,3 +1557,66 @@ async fn puppets_say_what_they_understand() {
     let refused = bed.carol.iq("get", puppet, unknown).await;
     assert!(refused.is_err(), "{refused:?}");
 }
+
+#[tokio::test]
+async fn an_occupants_vcard_photo_is_their_ghosts_avatar() {
+    use base64::Engine as _;
+    let mut bed = bed("avatars").await;
+    let carol_ghost = bed.ghost_named("carol").await;
+    // A tiny PNG, as carol's vCard photo (XEP-0054).
+    let photo: Vec<u8> = b"\x89PNG\r\n\x1a\n a picture of carol".to_vec();
+    let binval = base64::engine::general_purpose::STANDARD.encode(&photo);
+    let vcard = element("vCard", "vcard-temp", &[], None);
+    let mut vcard = vcard;
+    let mut photo_element = element("PHOTO", "vcard-temp", &[], None);
+    photo_element.append_child(element("TYPE", "vcard-temp", &[], Some("image/png")));
+    photo_element.append_child(element("BINVAL", "vcard-temp", &[], Some(&binval)));
+    vcard.append_child(photo_element);
+    let set = Element::builder("iq", NS_CLIENT)
+        .attr(name("type"), "set")
+        .attr(name("id"), "vcard-1")
+        .append(vcard)
+        .build();
+    bed.carol.send(&set).await.unwrap();
+    bed.carol
+        .wait_for(WAIT, |s| s.attr("id") == Some("vcard-1"))
+        .await
+        .unwrap();
+
+    // Her client says the photo changed (XEP-0153); the bridge fetches it through the room.
+    let mut update = element("x", "vcard-temp:x:update", &[], None);
+    update.append_child(element(
+        "photo",
+        "vcard-temp:x:update",
+        &[],
+        Some("0123456789abcdef0123456789abcdef01234567"),
+    ));
+    let presence = Element::builder("presence", NS_CLIENT)
+        .attr(name("to"), format!("{}/carol", bed.muc))
+        .append(update)
+        .build();
+    bed.carol.send(&presence).await.unwrap();
+    let path = format!(
+        "/_matrix/client/v3/profile/{}/avatar_url",
+        urlencode(&carol_ghost)
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let avatar = loop {
+        let profile = bed.alice.request(reqwest::Method::GET, &path, None).await;
+        if let Some(url) = profile
+            .ok()
+            .and_then(|p| p["avatar_url"].as_str().map(str::to_owned))
+        {
+            break url;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no avatar\nbridge log:\n{}",
+            bed.bridge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (bytes, kind) = bed.alice.download(&avatar).await.unwrap();
+    assert_eq!(bytes, photo);
+    assert_eq!(kind, "image/png");
+}
