@@ -458,10 +458,22 @@ impl Connector for XmppConnector {
                     .await?;
                 continue;
             }
+            // Someone else's message: a moderator's retraction (XEP-0425), in a group chat.
             if target.sender != sender {
-                return Err(ConnectorError::Refused(
-                    "on XMPP only the author can take back a message".to_owned(),
-                ));
+                let To::Room(room) = &to else {
+                    return Err(ConnectorError::Refused(
+                        "on XMPP only the author can take back a message".to_owned(),
+                    ));
+                };
+                self.gateway
+                    .moderate(
+                        room,
+                        &redaction.sender,
+                        &target.remote_id,
+                        redaction.reason.as_deref(),
+                    )
+                    .await?;
+                continue;
             }
             // A retraction (XEP-0424), with a fallback body for clients without it.
             let retract = Retract {

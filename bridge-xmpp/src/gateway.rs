@@ -47,7 +47,10 @@ use crate::disco;
 use crate::ids::{
     GhostId, RESOURCE, alias_suffix, direct_id, parse_room_address, puppet_full_jid, user_of_puppet,
 };
-use crate::payloads::{Fallback, NS_REPLY, NS_RETRACT, Reply, Retract, strip_fallback};
+use crate::payloads::{
+    ApplyToModerate, Fallback, Moderate, Moderate0, NS_MODERATE, NS_MODERATE_0, NS_REPLY,
+    NS_RETRACT, Reply, Retract, RetractAsked, RetractAsked0, moderation_of, strip_fallback,
+};
 use crate::rooms::{JoinRefusal, Occupant, Rooms, level_of, matrix_presence, nick_candidates};
 use crate::stanza_ids::StanzaIds;
 use crate::styling::styling_to_html;
@@ -157,6 +160,8 @@ pub struct Gateway {
     presences: Mutex<HashMap<OwnedUserId, Shown>>,
     /// IQs the bot asked and not answered yet: id → who must answer, and the waiter.
     pending_iqs: Mutex<HashMap<String, (Jid, oneshot::Sender<Iq>)>>,
+    /// What each room said it supports (XEP-0030), per connection.
+    room_features: Mutex<HashMap<BareJid, BTreeSet<String>>>,
     /// Each user's reactions to each message, by room (XMPP sends the whole set).
     reactions: Mutex<HashMap<(BareJid, String, String), BTreeSet<String>>>,
     stop: CancellationToken,
@@ -186,6 +191,7 @@ impl Gateway {
             typing: Mutex::new(HashSet::new()),
             presences: Mutex::new(HashMap::new()),
             pending_iqs: Mutex::new(HashMap::new()),
+            room_features: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         })
@@ -274,6 +280,7 @@ impl Gateway {
             };
             // Whether or not the gap was seen, nobody is in any room on a new connection.
             lock(&self.rooms).reset();
+            lock(&self.room_features).clear();
             if generation.is_none() {
                 joined = None;
                 continue;
@@ -785,14 +792,39 @@ impl Gateway {
 
     /// Asks `to` an IQ get with `payload`, as the bot; the answer's payload.
     async fn ask(&self, to: Jid, payload: Element) -> Result<Element, ConnectorError> {
+        self.ask_as(self.bot_jid(), to, false, payload)
+            .await?
+            .ok_or_else(|| ConnectorError::Refused("an empty answer".to_owned()))
+    }
+
+    /// Sends `to` an IQ (a set, else a get) with `payload` from `from`, the bot or a
+    /// puppet; the answer's payload, if it has one. An error answer is refused with what
+    /// it says.
+    async fn ask_as(
+        &self,
+        from: FullJid,
+        to: Jid,
+        set: bool,
+        payload: Element,
+    ) -> Result<Option<Element>, ConnectorError> {
         let id = format!("trestle-{:016x}", rand::random::<u64>());
         let (waiter, answer) = oneshot::channel();
         lock(&self.pending_iqs).insert(id.clone(), (to.clone(), waiter));
-        let iq = Iq::Get {
-            from: Some(Jid::from(self.bot_jid())),
-            to: Some(to),
-            id: id.clone(),
-            payload,
+        let (from, to, id_sent) = (Some(Jid::from(from)), Some(to), id.clone());
+        let iq = if set {
+            Iq::Set {
+                from,
+                to,
+                id: id_sent,
+                payload,
+            }
+        } else {
+            Iq::Get {
+                from,
+                to,
+                id: id_sent,
+                payload,
+            }
         };
         let sent = self.component.send(iq).await;
         let answer = match sent {
@@ -803,17 +835,104 @@ impl Gateway {
             }
         };
         match answer {
-            Ok(Ok(Iq::Result {
-                payload: Some(payload),
-                ..
-            })) => Ok(payload),
+            Ok(Ok(Iq::Result { payload, .. })) => Ok(payload),
             Ok(Ok(Iq::Error { error, .. })) => Err(ConnectorError::Refused(describe(&error))),
-            Ok(Ok(_)) => Err(ConnectorError::Refused("an empty answer".to_owned())),
+            Ok(Ok(_)) => Err(ConnectorError::Refused("not an answer".to_owned())),
             Ok(Err(_)) | Err(_) => {
                 lock(&self.pending_iqs).remove(&id);
                 Err(ConnectorError::Retry("no answer".to_owned()))
             }
         }
+    }
+
+    /// The features `room` says it has (XEP-0030), asked once per connection.
+    async fn room_features(&self, room: &BareJid) -> Result<BTreeSet<String>, ConnectorError> {
+        if let Some(features) = lock(&self.room_features).get(room) {
+            return Ok(features.clone());
+        }
+        let answer = self
+            .ask(
+                Jid::from(room.clone()),
+                tokio_xmpp::parsers::disco::DiscoInfoQuery { node: None }.into(),
+            )
+            .await?;
+        let info = tokio_xmpp::parsers::disco::DiscoInfoResult::try_from(answer).map_err(|_| {
+            ConnectorError::Refused("the room's features are unreadable".to_owned())
+        })?;
+        lock(&self.room_features).insert(room.clone(), info.features.clone());
+        Ok(info.features)
+    }
+
+    /// Asks `room`, as `user`'s puppet, to retract the message `message_id` for everyone
+    /// (XEP-0425, in the version the room speaks). The room checks that the puppet is a
+    /// moderator; its refusal is returned.
+    pub async fn moderate(
+        &self,
+        room: &BareJid,
+        user: &UserId,
+        message_id: &str,
+        reason: Option<&str>,
+    ) -> Result<(), ConnectorError> {
+        self.puppet_in(room, user, None).await?;
+        let id = self.room_stanza_id(room, message_id);
+        let reason = reason.map(str::to_owned);
+        let features = self.room_features(room).await?;
+        let request: Element = if features.contains(NS_MODERATE) {
+            Moderate {
+                id,
+                retract: RetractAsked,
+                reason,
+            }
+            .into()
+        } else if features.contains(NS_MODERATE_0) {
+            ApplyToModerate {
+                id,
+                moderate: Moderate0 {
+                    retract: RetractAsked0,
+                    reason,
+                },
+            }
+            .into()
+        } else {
+            return Err(ConnectorError::Refused(format!(
+                "{room} has no message moderation (XEP-0425), so only authors can take back messages"
+            )));
+        };
+        let puppet = self.puppet_jid(user)?;
+        self.ask_as(puppet, Jid::from(room.clone()), true, request)
+            .await
+            .map(drop)
+    }
+
+    /// A moderator retracted the message the room knows as `stanza` (XEP-0425): it is
+    /// redacted on Matrix, unless the moderator is one of ours (a Matrix redaction).
+    async fn moderated(&self, room: &BareJid, stanza: &str, by: Option<&str>) {
+        let nick = by
+            .and_then(|by| FullJid::new(by).ok())
+            .map(|by| by.resource().to_string())
+            .unwrap_or_else(|| "moderator".to_owned());
+        let ghost = {
+            let mut rooms = lock(&self.rooms);
+            let state = rooms.room(room);
+            if state.is_ours(&nick) {
+                return;
+            }
+            state
+                .occupants
+                .get(&nick)
+                .map(|o| o.ghost.clone())
+                .unwrap_or_else(|| GhostId::Nick {
+                    room: room.clone(),
+                    nick: nick.clone(),
+                })
+        };
+        let target = lock(&self.stanza_ids).message_id(room, stanza);
+        let kind = RemoteEventKind::Delete { target };
+        self.queue(
+            room.as_str(),
+            presence_event(ghost_info(&ghost, &nick), kind),
+        )
+        .await;
     }
 
     /// The photo of the vCard (XEP-0054) of whoever is `occupant` (the room passes the
@@ -1302,6 +1421,13 @@ impl Gateway {
             .filter_map(|p| OriginId::try_from(p.clone()).ok())
             .any(|origin| origin.id.starts_with('$'));
         if from_matrix {
+            return;
+        }
+        // A moderator's retraction, which the room announces as itself (XEP-0425).
+        if nick.is_none()
+            && let Some((stanza, by, _reason)) = moderation_of(&message.payloads)
+        {
+            self.moderated(&room, &stanza, by.as_deref()).await;
             return;
         }
         let (ghost, subject_changed) = {

@@ -63,7 +63,8 @@ modules_disabled = {
 VirtualHost "localhost"
 
 Component "conference.localhost" "muc"
-	modules_enabled = { "muc_mam" }
+	-- muc_moderation (XEP-0425) is from prosody-modules.
+	modules_enabled = { "muc_mam", "muc_moderation" }
 	-- XEP-0421 occupant ids are built into 0.12's MUC (muc_occupant_id, default on).
 	muc_room_locking = false
 	muc_room_default_public = true

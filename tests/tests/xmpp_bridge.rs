@@ -87,6 +87,44 @@ impl Bed {
         result.unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", self.bridge.log()))
     }
 
+    /// Moves the bed to a room of alice's own (where she is an admin, and the bot has
+    /// power level 100), linked to the group chat `name` that carol makes and owns.
+    async fn link_own_room(&mut self, name: &str) {
+        let bot = "@xmppbot:localhost";
+        let owned = format!("{name}@{}", Prosody::MUC_DOMAIN);
+        self.carol.join_muc(&owned, "carol").await.unwrap();
+        let room = self
+            .alice
+            .create_room(json!({
+                "preset": "private_chat", "invite": [bot],
+                "power_level_content_override": { "users": { bot: 100 } },
+            }))
+            .await
+            .unwrap();
+        bot_notice(&self.alice, &self.bridge, &room, "link <address>").await;
+        self.alice
+            .send_text(&room, &format!("!xmpp link {owned}"))
+            .await
+            .unwrap();
+        bot_notice(&self.alice, &self.bridge, &room, "now bridged to").await;
+        self.room = room;
+        self.muc = owned;
+    }
+
+    /// carol, the room's owner, makes the occupant `nick` a moderator.
+    async fn make_moderator(&mut self, nick: &str) {
+        let admin = Element::builder("query", "http://jabber.org/protocol/muc#admin")
+            .append(
+                Element::builder("item", "http://jabber.org/protocol/muc#admin")
+                    .attr(name("nick"), nick)
+                    .attr(name("role"), "moderator")
+                    .build(),
+            )
+            .build();
+        let muc = self.muc.clone();
+        self.carol.iq("set", &muc, admin).await.unwrap();
+    }
+
     /// The Matrix user ids of the ghosts shown as `name` in the portal.
     async fn ghosts_named(&self, name: &str) -> Vec<String> {
         let members = self.alice.joined_members(&self.room).await.unwrap();
@@ -1434,24 +1472,7 @@ async fn displayed_markers_and_read_receipts_cross_both_ways() {
 #[tokio::test]
 async fn a_matrix_topic_change_sets_the_subject_where_the_room_allows() {
     let mut bed = bed("subject").await;
-    // alice's own room, where she may change the topic, linked to another group chat
-    // that carol owns.
-    let owned = format!("owned@{}", Prosody::MUC_DOMAIN);
-    bed.carol.join_muc(&owned, "carol").await.unwrap();
-    let bot = "@xmppbot:localhost";
-    let room = bed
-        .alice
-        .create_room(json!({"preset": "private_chat", "invite": [bot]}))
-        .await
-        .unwrap();
-    bot_notice(&bed.alice, &bed.bridge, &room, "link <address>").await;
-    bed.alice
-        .send_text(&room, &format!("!xmpp link {owned}"))
-        .await
-        .unwrap();
-    bot_notice(&bed.alice, &bed.bridge, &room, "now bridged to").await;
-    bed.room = room;
-    bed.muc = owned;
+    bed.link_own_room("owned").await;
     let set_topic = async |bed: &Bed, topic: &str| {
         bed.alice
             .request(
@@ -1476,16 +1497,8 @@ async fn a_matrix_topic_change_sets_the_subject_where_the_room_allows() {
     .await;
 
     // carol, the room's owner, makes alice's puppet a moderator; then it may.
-    let admin = Element::builder("query", "http://jabber.org/protocol/muc#admin")
-        .append(
-            Element::builder("item", "http://jabber.org/protocol/muc#admin")
-                .attr(name("nick"), "alice")
-                .attr(name("role"), "moderator")
-                .build(),
-        )
-        .build();
+    bed.make_moderator("alice").await;
     let muc = bed.muc.clone();
-    bed.carol.iq("set", &muc, admin).await.unwrap();
     set_topic(&bed, "a moderated topic").await;
     let from_alice = format!("{muc}/alice");
     bed.carol
@@ -1619,4 +1632,94 @@ async fn an_occupants_vcard_photo_is_their_ghosts_avatar() {
     let (bytes, kind) = bed.alice.download(&avatar).await.unwrap();
     assert_eq!(bytes, photo);
     assert_eq!(kind, "image/png");
+}
+
+#[tokio::test]
+async fn moderators_take_back_others_messages_both_ways() {
+    let mut bed = bed("moderation").await;
+    // alice's own room, where she may redact others' messages; dave is another occupant.
+    bed.link_own_room("moderated").await;
+    let owned = bed.muc.clone();
+    let mut dave = bed.prosody.client("dave", "dave-password").await.unwrap();
+    dave.join_muc(&owned, "dave").await.unwrap();
+
+    // XMPP to Matrix: carol, an owner, moderates dave's message away; the bot redacts it.
+    dave.send_groupchat(&owned, "spam from dave").await.unwrap();
+    let spam = bed
+        .matrix_event(|e| e["content"]["body"] == "spam from dave")
+        .await;
+    let echo = bed
+        .carol
+        .wait_for_body("spam from dave", WAIT)
+        .await
+        .unwrap();
+    let spam_in_room = room_id_of(&echo, &owned);
+    let apply_to = element(
+        "apply-to",
+        "urn:xmpp:fasten:0",
+        &[("id", &spam_in_room)],
+        None,
+    );
+    let mut apply_to = apply_to;
+    let mut moderate = element("moderate", "urn:xmpp:message-moderate:0", &[], None);
+    moderate.append_child(element("retract", "urn:xmpp:message-retract:0", &[], None));
+    moderate.append_child(element(
+        "reason",
+        "urn:xmpp:message-moderate:0",
+        &[],
+        Some("spam"),
+    ));
+    apply_to.append_child(moderate);
+    bed.carol.iq("set", &owned, apply_to).await.unwrap();
+    let spam_id = spam["event_id"].as_str().unwrap().to_owned();
+    bed.matrix_event(|e| e["type"] == "m.room.redaction" && e["redacts"] == spam_id.as_str())
+        .await;
+
+    // Matrix to XMPP: dave speaks again; alice, a Matrix admin there, redacts it. Her
+    // puppet is no moderator yet: the room refuses, and she is told.
+    dave.send_groupchat(&owned, "more spam").await.unwrap();
+    let more = bed
+        .matrix_event(|e| e["content"]["body"] == "more spam")
+        .await;
+    let more_id: ruma::OwnedEventId = more["event_id"].as_str().unwrap().try_into().unwrap();
+    bed.alice.send_text(&bed.room, "hello").await.unwrap();
+    bed.xmpp_message("alice", "hello").await;
+    bed.alice.redact(&bed.room, &more_id).await.unwrap();
+    bed.matrix_event(|e| {
+        e["content"]["msgtype"] == "m.notice"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("moderator"))
+    })
+    .await;
+    // carol makes alice's puppet a moderator; the next redaction is a moderation.
+    bed.make_moderator("alice").await;
+    dave.send_groupchat(&owned, "even more spam").await.unwrap();
+    let even_more = bed
+        .matrix_event(|e| e["content"]["body"] == "even more spam")
+        .await;
+    let echo = bed
+        .carol
+        .wait_for_body("even more spam", WAIT)
+        .await
+        .unwrap();
+    let even_more_in_room = room_id_of(&echo, &owned);
+    let even_more_id: ruma::OwnedEventId =
+        even_more["event_id"].as_str().unwrap().try_into().unwrap();
+    bed.alice.redact(&bed.room, &even_more_id).await.unwrap();
+    let announced = bed
+        .carol
+        .wait_for(WAIT, |s| {
+            s.attr("from") == Some(owned.as_str())
+                && s.get_child("apply-to", "urn:xmpp:fasten:0")
+                    .is_some_and(|a| a.attr("id") == Some(even_more_in_room.as_str()))
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bed.bridge.log()));
+    let by = announced
+        .get_child("apply-to", "urn:xmpp:fasten:0")
+        .unwrap()
+        .get_child("moderated", "urn:xmpp:message-moderate:0")
+        .and_then(|m| m.attr("by"));
+    assert_eq!(by, Some(format!("{owned}/alice").as_str()));
 }

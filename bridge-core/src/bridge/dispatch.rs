@@ -507,16 +507,7 @@ impl MatrixEvents {
     /// Whether `user`'s power level in `room` reaches the level needed to redact others'
     /// events.
     async fn may_redact_others(&self, room: &RoomId, user: &UserId) -> Result<bool, BridgeError> {
-        let levels = self
-            .shared
-            .matrix
-            .bot()
-            .room_state(room, "m.room.power_levels", "")
-            .await?
-            .unwrap_or_default();
-        let level = crate::matrix::power_level_of(&levels, user);
-        let needed = levels["redact"].as_i64().unwrap_or(50);
-        Ok(level >= needed)
+        Ok(self.shared.power(room, user).await?.may_redact_others())
     }
 
     fn membership(&self, event: &RawEvent) -> Option<MatrixMembership> {

@@ -168,32 +168,7 @@ impl Shared {
         room: &RoomId,
         user: &UserId,
     ) -> Result<bool, BridgeError> {
-        let bot = self.matrix.bot();
-        let create = bot
-            .room_state_event(room, "m.room.create", "")
-            .await?
-            .unwrap_or_default();
-        let version = create["content"]["room_version"].as_str().unwrap_or("1");
-        let creators_rank_highest =
-            version.parse::<u32>().is_ok_and(|v| v >= 12) || version.contains("hydra");
-        if creators_rank_highest {
-            let additional = create["content"]["additional_creators"]
-                .as_array()
-                .is_some_and(|users| users.iter().any(|u| u == user.as_str()));
-            if create["sender"] == user.as_str() || additional {
-                return Ok(true);
-            }
-        }
-        let levels = bot
-            .room_state(room, "m.room.power_levels", "")
-            .await?
-            .unwrap_or_default();
-        let level = crate::matrix::power_level_of(&levels, user);
-        let needed = levels["events"]["m.room.power_levels"]
-            .as_i64()
-            .or_else(|| levels["state_default"].as_i64())
-            .unwrap_or(50);
-        Ok(level >= needed)
+        Ok(self.power(room, user).await?.may_set("m.room.power_levels"))
     }
 }
 

@@ -6,6 +6,7 @@
 //!   message map), one room at a time in order;
 //! - [`outbox`]: remote events to Matrix, persisted and ordered per portal;
 //! - [`portals`] and [`ghosts`]: portal rooms and ghost users on the homeserver;
+//! - [`power`]: users' power in rooms;
 //! - [`queries`]: dynamic portals and ghosts from the homeserver's alias and user queries;
 //! - [`direct`]: direct chats with remote users started from Matrix;
 //! - [`links`]: existing rooms linked to remote chats, and unlinking;
@@ -31,6 +32,7 @@ pub mod media;
 mod media_link;
 mod outbox;
 mod portals;
+mod power;
 mod queries;
 
 use std::sync::Arc;
