@@ -26,6 +26,10 @@ pub struct XmppConfig {
     /// without an answer before it is dropped and made again).
     #[serde(default = "default_keepalive_seconds")]
     pub keepalive_seconds: u64,
+    /// Seconds between the bot's checks that each group chat still has it (XEP-0410
+    /// self-ping); a room that does not is joined again.
+    #[serde(default = "default_self_ping_seconds")]
+    pub self_ping_seconds: u64,
     /// Hosts (`host` or `host:port`) whose files are fetched even on a private address:
     /// the XMPP server's own upload service (XEP-0363). Other links are fetched only
     /// from public addresses.
@@ -54,6 +58,10 @@ fn default_bot_nick() -> String {
 
 fn default_keepalive_seconds() -> u64 {
     60
+}
+
+fn default_self_ping_seconds() -> u64 {
+    300
 }
 
 /// The component port XEP-0114 servers (Prosody, ejabberd) listen on by default.
@@ -91,6 +99,10 @@ xmpp:
   bot_nick: "Matrix"
   # Seconds of silence after which the connection to the server is pinged.
   keepalive_seconds: 60
+  # Seconds between the bot's checks that each group chat still has it (a room may lose
+  # its occupants without a word, in a server restart); a room that does not is joined
+  # again, with what was said meanwhile.
+  self_ping_seconds: 300
   # Hosts ("host" or "host:port") whose files the bridge fetches even on a private
   # address: your XMPP server's upload service, if it is on your network. Files linked
   # elsewhere are fetched from public addresses only.
@@ -127,6 +139,9 @@ xmpp:
         }
         if !(5..=3600).contains(&self.keepalive_seconds) {
             problems.push(Problem::new("keepalive_seconds", "must be from 5 to 3600"));
+        }
+        if !(2..=86_400).contains(&self.self_ping_seconds) {
+            problems.push(Problem::new("self_ping_seconds", "must be from 2 to 86400"));
         }
         for (i, host) in self.trusted_media_hosts.iter().enumerate() {
             if host.is_empty() || host.contains(['/', ' ', '@']) {

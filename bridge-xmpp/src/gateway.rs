@@ -231,6 +231,8 @@ impl Gateway {
         ));
         let gateway = self.clone();
         tasks.push(tokio::spawn(async move { gateway.link_mappings().await }));
+        let gateway = self.clone();
+        tasks.push(tokio::spawn(async move { gateway.self_ping().await }));
     }
 
     /// Links the rooms the config maps to group chats.
@@ -807,6 +809,21 @@ impl Gateway {
         set: bool,
         payload: Element,
     ) -> Result<Option<Element>, ConnectorError> {
+        match self.ask_iq(from, to, set, payload).await? {
+            Iq::Result { payload, .. } => Ok(payload),
+            Iq::Error { error, .. } => Err(ConnectorError::Refused(describe(&error))),
+            _ => Err(ConnectorError::Refused("not an answer".to_owned())),
+        }
+    }
+
+    /// Sends `to` an IQ (a set, else a get) and waits for the answer, whatever it is.
+    async fn ask_iq(
+        &self,
+        from: FullJid,
+        to: Jid,
+        set: bool,
+        payload: Element,
+    ) -> Result<Iq, ConnectorError> {
         let id = format!("trestle-{:016x}", rand::random::<u64>());
         let (waiter, answer) = oneshot::channel();
         lock(&self.pending_iqs).insert(id.clone(), (to.clone(), waiter));
@@ -835,13 +852,59 @@ impl Gateway {
             }
         };
         match answer {
-            Ok(Ok(Iq::Result { payload, .. })) => Ok(payload),
-            Ok(Ok(Iq::Error { error, .. })) => Err(ConnectorError::Refused(describe(&error))),
-            Ok(Ok(_)) => Err(ConnectorError::Refused("not an answer".to_owned())),
+            Ok(Ok(iq)) => Ok(iq),
             Ok(Err(_)) | Err(_) => {
                 lock(&self.pending_iqs).remove(&id);
                 Err(ConnectorError::Retry("no answer".to_owned()))
             }
+        }
+    }
+
+    /// Every `self_ping_seconds`, checks that each room still has the bot (XEP-0410: it
+    /// pings its own occupant address); one that does not is joined again, and sends what
+    /// was said since the last message seen.
+    async fn self_ping(self: Arc<Self>) {
+        let every = Duration::from_secs(self.config.self_ping_seconds);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.stop.cancelled() => return,
+            }
+            let joined: Vec<(BareJid, String)> = lock(&self.rooms)
+                .rooms
+                .iter()
+                .filter_map(|(room, state)| Some((room.clone(), state.bot_nick.clone()?)))
+                .collect();
+            for (room, nick) in joined {
+                if self.still_in(&room, &nick).await {
+                    continue;
+                }
+                tracing::warn!(%room, "the room no longer has the bot; joining again");
+                lock(&self.rooms).room(&room).left_for_good();
+                if let Err(error) = self.join_bot(&room).await {
+                    tracing::warn!(%room, %error, "the bot cannot join a portal's room again");
+                }
+            }
+        }
+    }
+
+    /// Whether `room` still has the bot as `nick`: only an answer that says it is not an
+    /// occupant (or not under that nick) says no; silence says nothing (the connection's
+    /// keepalive looks after that).
+    async fn still_in(&self, room: &BareJid, nick: &str) -> bool {
+        let Ok(occupant) = room.with_resource_str(nick) else {
+            return true;
+        };
+        let ping = tokio_xmpp::parsers::ping::Ping.into();
+        match self
+            .ask_iq(self.bot_jid(), Jid::from(occupant), false, ping)
+            .await
+        {
+            Ok(Iq::Error { error, .. }) => !matches!(
+                error.defined_condition,
+                DefinedCondition::NotAcceptable | DefinedCondition::ItemNotFound
+            ),
+            _ => true,
         }
     }
 

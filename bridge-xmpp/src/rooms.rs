@@ -119,13 +119,21 @@ impl Rooms {
     /// Forgets every join: after a reconnect nobody is in any room.
     pub fn reset(&mut self) {
         for room in self.rooms.values_mut() {
-            room.bot_nick = None;
-            room.subject_seen = false;
-            room.occupants.clear();
-            room.puppets.clear();
-            room.joining.clear();
+            room.left_for_good();
         }
         self.joins.clear();
+    }
+}
+
+impl Room {
+    /// Forgets that the bot and the puppets are in the room, and who else is: the room
+    /// no longer has them.
+    pub fn left_for_good(&mut self) {
+        self.bot_nick = None;
+        self.subject_seen = false;
+        self.occupants.clear();
+        self.puppets.clear();
+        self.joining.clear();
     }
 }
 

@@ -10,8 +10,8 @@ plugin_paths = { }
 
 pidfile = "{{DIR}}/prosody.pid"
 data_path = "{{DIR}}/data"
--- Only used if mod_admin_shell is enabled (it is not); keep it out of /run anyway.
--- A unix socket path must stay under 108 bytes: keep {{DIR}} short.
+-- For mod_admin_shell (`prosodyctl shell`), which tests use to put a room in states a
+-- client cannot. A unix socket path must stay under 108 bytes: keep {{DIR}} short.
 admin_socket = "{{DIR}}/prosody.sock"
 certificates = "{{DIR}}" -- no certs; avoids an error about a missing certs/ dir
 -- "info" keeps throughput runs cheap; use debug = ... to log every stanza.
@@ -53,6 +53,7 @@ modules_enabled = {
 	"carbons";
 	"mam";
 	"vcard"; -- vCards (XEP-0054), where ghosts' avatars come from
+	"admin_shell";
 	"posix";
 }
 modules_disabled = {

@@ -73,6 +73,31 @@ impl Prosody {
         Ok(())
     }
 
+    /// Runs `line` in Prosody's admin shell (`prosodyctl shell`; a line starting with `>`
+    /// is Lua run inside the server), for a state no client can bring about.
+    pub fn shell(&self, line: &str) -> Result<()> {
+        run_to_completion(
+            "prosodyctl shell",
+            Command::new(program("prosodyctl")?)
+                .arg("--config")
+                .arg(&self.config)
+                .args(["shell", line]),
+        )
+    }
+
+    /// Makes the group chat `room` forget its occupant `nick` without telling anyone, as
+    /// a room restarted inside a running server would.
+    pub fn forget_occupant(&self, room: &str, nick: &str) -> Result<()> {
+        let occupant = format!("{room}/{nick}");
+        self.shell(&format!(
+            "> local room = prosody.hosts[\"{}\"].modules.muc.get_room_from_jid(\"{room}\"); \
+             local occupant = room:get_occupant_by_nick(\"{occupant}\"); \
+             for jid in occupant:each_session() do room._jid_nick[jid] = nil end; \
+             room._occupants[\"{occupant}\"] = nil",
+            Self::MUC_DOMAIN
+        ))
+    }
+
     /// Creates a user account `user@localhost`.
     pub fn register_user(&self, user: &str, password: &str) -> Result<()> {
         run_to_completion(

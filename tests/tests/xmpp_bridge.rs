@@ -1723,3 +1723,34 @@ async fn moderators_take_back_others_messages_both_ways() {
         .and_then(|m| m.attr("by"));
     assert_eq!(by, Some(format!("{owned}/alice").as_str()));
 }
+
+#[tokio::test]
+async fn a_room_that_forgot_the_bot_is_joined_again_without_loss() {
+    let mut bed = bed_with("selfping", |config| {
+        let every = "  self_ping_seconds: 300\n";
+        assert!(config.contains(every), "{config}");
+        config.replace(every, "  self_ping_seconds: 2\n")
+    })
+    .await;
+    bed.carol.send_groupchat(&bed.muc, "before").await.unwrap();
+    bed.matrix_event(|e| e["content"]["body"] == "before").await;
+
+    // The room loses the bot without a word (as a room restarted inside a running server
+    // would); what is said then reaches nobody on the bridge's side...
+    bed.prosody.forget_occupant(&bed.muc, "Matrix").unwrap();
+    bed.carol
+        .send_groupchat(&bed.muc, "while forgotten")
+        .await
+        .unwrap();
+    // ...until the bot's self-ping (XEP-0410) finds it out, joins again, and the room's
+    // history since the last message seen brings the message over.
+    bed.matrix_event(|e| e["content"]["body"] == "while forgotten")
+        .await;
+    bed.carol.send_groupchat(&bed.muc, "after").await.unwrap();
+    bed.matrix_event(|e| e["content"]["body"] == "after").await;
+    assert!(
+        bed.bridge.log().contains("no longer has the bot"),
+        "{}",
+        bed.bridge.log()
+    );
+}
