@@ -52,7 +52,9 @@ modules_enabled = {
 	"blocklist";
 	"carbons";
 	"mam";
-	"vcard"; -- vCards (XEP-0054), where ghosts' avatars come from
+	-- vCards (XEP-0054) kept as PEP avatars (XEP-0084) and the other way round, with
+	-- their hash in presence (XEP-0398): where ghosts' avatars come from.
+	"vcard_legacy";
 	"admin_shell";
 	"posix";
 }

@@ -125,6 +125,27 @@ impl Bed {
         self.carol.iq("set", &muc, admin).await.unwrap();
     }
 
+    /// Waits until the ghost `ghost` has an avatar, and returns its bytes and type.
+    async fn avatar_of(&self, ghost: &str) -> (Vec<u8>, String) {
+        let path = format!("/_matrix/client/v3/profile/{}/avatar_url", urlencode(ghost));
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let profile = self.alice.request(reqwest::Method::GET, &path, None).await;
+            if let Some(url) = profile
+                .ok()
+                .and_then(|p| p["avatar_url"].as_str().map(str::to_owned))
+            {
+                return self.alice.download(&url).await.unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no avatar for {ghost}\nbridge log:\n{}",
+                self.bridge.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The Matrix user ids of the ghosts shown as `name` in the portal.
     async fn ghosts_named(&self, name: &str) -> Vec<String> {
         let members = self.alice.joined_members(&self.room).await.unwrap();
@@ -1572,7 +1593,7 @@ async fn puppets_say_what_they_understand() {
 }
 
 #[tokio::test]
-async fn an_occupants_vcard_photo_is_their_ghosts_avatar() {
+async fn an_occupants_avatar_is_their_ghosts_from_a_vcard_or_a_user_avatar() {
     use base64::Engine as _;
     let mut bed = bed("avatars").await;
     let carol_ghost = bed.ghost_named("carol").await;
@@ -1609,28 +1630,91 @@ async fn an_occupants_vcard_photo_is_their_ghosts_avatar() {
         .append(update)
         .build();
     bed.carol.send(&presence).await.unwrap();
-    let path = format!(
-        "/_matrix/client/v3/profile/{}/avatar_url",
-        urlencode(&carol_ghost)
-    );
-    let deadline = std::time::Instant::now() + WAIT;
-    let avatar = loop {
-        let profile = bed.alice.request(reqwest::Method::GET, &path, None).await;
-        if let Some(url) = profile
-            .ok()
-            .and_then(|p| p["avatar_url"].as_str().map(str::to_owned))
-        {
-            break url;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no avatar\nbridge log:\n{}",
-            bed.bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let (bytes, kind) = bed.alice.download(&avatar).await.unwrap();
+    let (bytes, kind) = bed.avatar_of(&carol_ghost).await;
     assert_eq!(bytes, photo);
+    assert_eq!(kind, "image/png");
+
+    // dave's client publishes a user avatar (XEP-0084) and says nothing else: the server
+    // puts its hash in his presence and answers for his vCard from it (XEP-0398).
+    let mut dave = bed.prosody.client("dave", "dave-password").await.unwrap();
+    let picture: Vec<u8> = b"\x89PNG\r\n\x1a\n a picture of dave".to_vec();
+    let hash = "fedcba9876543210fedcba9876543210fedcba98";
+    let publish = |node: &str, payload: Element| {
+        let mut item = element(
+            "item",
+            "http://jabber.org/protocol/pubsub",
+            &[("id", hash)],
+            None,
+        );
+        item.append_child(payload);
+        let mut publish = element(
+            "publish",
+            "http://jabber.org/protocol/pubsub",
+            &[("node", node)],
+            None,
+        );
+        publish.append_child(item);
+        // Readable by anyone, as clients publish avatars.
+        let mut options = element(
+            "publish-options",
+            "http://jabber.org/protocol/pubsub",
+            &[],
+            None,
+        );
+        let mut form = element("x", "jabber:x:data", &[("type", "submit")], None);
+        for (var, value) in [
+            (
+                "FORM_TYPE",
+                "http://jabber.org/protocol/pubsub#publish-options",
+            ),
+            ("pubsub#access_model", "open"),
+        ] {
+            let mut field = element("field", "jabber:x:data", &[("var", var)], None);
+            field.append_child(element("value", "jabber:x:data", &[], Some(value)));
+            form.append_child(field);
+        }
+        options.append_child(form);
+        let mut pubsub = element("pubsub", "http://jabber.org/protocol/pubsub", &[], None);
+        pubsub.append_child(publish);
+        pubsub.append_child(options);
+        pubsub
+    };
+    let data = element(
+        "data",
+        "urn:xmpp:avatar:data",
+        &[],
+        Some(&base64::engine::general_purpose::STANDARD.encode(&picture)),
+    );
+    let dave_jid = "dave@localhost";
+    dave.iq("set", dave_jid, publish("urn:xmpp:avatar:data", data))
+        .await
+        .unwrap();
+    let mut metadata = element("metadata", "urn:xmpp:avatar:metadata", &[], None);
+    let size = picture.len().to_string();
+    metadata.append_child(element(
+        "info",
+        "urn:xmpp:avatar:metadata",
+        &[("bytes", &size), ("id", hash), ("type", "image/png")],
+        None,
+    ));
+    dave.iq(
+        "set",
+        dave_jid,
+        publish("urn:xmpp:avatar:metadata", metadata),
+    )
+    .await
+    .unwrap();
+    dave.join_muc(&bed.muc, "dave").await.unwrap();
+    let joined = bed
+        .matrix_event(|e| {
+            e["type"] == "m.room.member"
+                && e["content"]["displayname"] == "dave"
+                && e["content"]["membership"] == "join"
+        })
+        .await;
+    let dave_ghost = joined["state_key"].as_str().unwrap().to_owned();
+    let (bytes, kind) = bed.avatar_of(&dave_ghost).await;
+    assert_eq!(bytes, picture);
     assert_eq!(kind, "image/png");
 }
 
