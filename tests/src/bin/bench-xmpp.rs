@@ -9,6 +9,11 @@
 //!   another, as a client does);
 //! - latency each way: `--samples` messages one at a time, each timed from its send
 //!   until it is seen on the other side (the homeserver's sync and Prosody included);
+//! - the bridge's own share of that latency, bounded: the same samples timed between two
+//!   XMPP clients in the group chat (Prosody alone) and between two Matrix users in the
+//!   room (Synapse alone, for comparison). The end-to-end median less Prosody's is the
+//!   bridge's share plus Synapse's, so an upper bound of the bridge's (Synapse's share on
+//!   the bridge's path cannot be timed apart from the sync that sees it);
 //! - memory per puppet: `--puppets` Matrix users join the portal, each getting a puppet
 //!   in the group chat, and the bridge's resident memory (`VmRSS`) is compared before
 //!   and after.
@@ -76,11 +81,18 @@ async fn main() -> anyhow::Result<()> {
     let room = alice
         .join(&format!("#xmpp_bench_{}:localhost", Prosody::MUC_DOMAIN))
         .await?;
-    // Warm up both ways (the puppet joins).
+    // The baselines' other ends: dave in the group chat, bob in the room.
+    let mut dave = prosody.client("dave", "dave-password").await?;
+    dave.join_muc(&muc, "dave").await?;
+    let bob = synapse.register_user("bob", "bob-password", false).await?;
+    bob.join(room.as_str()).await?;
+    // Warm up both ways (the puppets join).
     carol.send_groupchat(&muc, "warm").await?;
     alice.wait_for_text(&room, "warm", LONG).await?;
     alice.send_text(&room, "warm too").await?;
     carol.wait_for_body("warm too", LONG).await?;
+    bob.send_text(&room, "warm bob").await?;
+    carol.wait_for_body("warm bob", LONG).await?;
 
     let n = args.messages;
     let started = Instant::now();
@@ -114,6 +126,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let (x50, x95) = percentiles(xmpp_to_matrix);
     let (m50, m95) = percentiles(matrix_to_xmpp);
+    // The same without the bridge: Prosody alone, then Synapse alone.
+    let mut xmpp_alone = Vec::new();
+    let mut matrix_alone = Vec::new();
+    for k in 0..args.samples {
+        let body = format!("bx{k}");
+        let sent = Instant::now();
+        carol.send_groupchat(&muc, &body).await?;
+        dave.wait_for_body(&body, LONG).await?;
+        xmpp_alone.push(sent.elapsed());
+        let body = format!("bm{k}");
+        let sent = Instant::now();
+        alice.send_text(&room, &body).await?;
+        bob.wait_for_text(&room, &body, LONG).await?;
+        matrix_alone.push(sent.elapsed());
+    }
+    let (xmpp50, _) = percentiles(xmpp_alone);
+    let (matrix50, _) = percentiles(matrix_alone);
 
     // Memory per puppet: users join the portal, and their puppets the group chat.
     let before = rss_kib(pid)?;
@@ -160,6 +189,15 @@ async fn main() -> anyhow::Result<()> {
         args.samples
     );
     println!("| Matrix to XMPP latency, median / p95 | {m50:.1} / {m95:.1} ms |");
+    println!(
+        "| Prosody alone (client to client through the group chat), median | {xmpp50:.1} ms |"
+    );
+    println!("| Synapse alone (a send to another user's sync), median | {matrix50:.1} ms |");
+    println!(
+        "| the bridge's own share at most (median less Prosody's), XMPP to Matrix / Matrix to XMPP | {:.1} / {:.1} ms |",
+        x50 - xmpp50,
+        m50 - xmpp50
+    );
     println!(
         "| {} puppets joined in | {:.1} s |",
         args.puppets,
