@@ -497,7 +497,7 @@ impl Connector for IrcConnector {
 
     async fn unlink_portal(&self, portal: &Portal) -> Result<(), ConnectorError> {
         let (network, channel) = self.route(portal)?;
-        if network.is_mapped(channel) {
+        if network.is_mapped(channel, &portal.room_id).await {
             return Err(ConnectorError::Refused(
                 "the bridge's configuration maps this room; an operator must remove it there"
                     .to_owned(),

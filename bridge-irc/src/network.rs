@@ -71,6 +71,17 @@ struct Member {
     modes: String,
 }
 
+/// A link waiting for a channel operator's answer.
+#[derive(Debug)]
+struct Consent {
+    /// The channel asked about.
+    channel: String,
+    /// The code the answer must carry, so that it answers this question.
+    code: String,
+    /// Who waits for the answer.
+    answer: oneshot::Sender<bool>,
+}
+
 /// A Matrix user's own connection.
 #[derive(Debug)]
 pub struct Puppet {
@@ -118,9 +129,8 @@ pub struct Network {
     whois: Mutex<HashMap<String, PendingWhois>>,
     /// Away messages of Matrix users who are not plainly online, for their puppets.
     aways: Mutex<HashMap<OwnedUserId, String>>,
-    /// Channel operators asked to agree to a link (folded nick → who waits for the
-    /// answer).
-    consents: Mutex<HashMap<String, oneshot::Sender<bool>>>,
+    /// Channel operators asked to agree to a link (folded nick → the question).
+    consents: Mutex<HashMap<String, Consent>>,
     /// Quits held while a netsplit heals (the bot's view).
     splits: Mutex<Splits>,
     /// When the next connection may start.
@@ -868,15 +878,26 @@ impl Network {
             })?;
         let (answer, answered) = oneshot::channel();
         let folded = self.fold(operator);
-        if lock(&self.consents).contains_key(&folded) {
-            return Err(ConnectorError::Refused(format!(
-                "{operator} is being asked about another link; try again in a moment"
-            )));
+        let code = format!("{:04}", rand::random_range(0..10_000));
+        {
+            let mut consents = lock(&self.consents);
+            if consents.contains_key(&folded) {
+                return Err(ConnectorError::Refused(format!(
+                    "{operator} is being asked about another link; try again in a moment"
+                )));
+            }
+            consents.insert(
+                folded.clone(),
+                Consent {
+                    channel: channel.to_owned(),
+                    code: code.clone(),
+                    answer,
+                },
+            );
         }
-        lock(&self.consents).insert(folded.clone(), answer);
         let question = format!(
-            "{user} asks to bridge {channel} to the Matrix room {room}. Answer \"yes\" to agree \
-             or \"no\" to refuse, within {} minutes.",
+            "{user} asks to bridge {channel} to the Matrix room {room}. Answer \"yes {code}\" \
+             to agree or \"no {code}\" to refuse, within {} minutes.",
             CONSENT_TIMEOUT.as_secs() / 60
         );
         let asked = bot.send(&Line::new("PRIVMSG", [operator, &question])).await;
@@ -885,7 +906,12 @@ impl Network {
             return Err(send_error(error));
         }
         let agreed = tokio::time::timeout(CONSENT_TIMEOUT, answered).await;
-        lock(&self.consents).remove(&folded);
+        let mut consents = lock(&self.consents);
+        // Only this question's entry: a later one for the same operator stays.
+        if consents.get(&folded).is_some_and(|c| c.code == code) {
+            consents.remove(&folded);
+        }
+        drop(consents);
         match agreed {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) => Err(ConnectorError::Refused(format!(
@@ -897,16 +923,23 @@ impl Network {
         }
     }
 
-    /// A private message to the bot: the answer of an operator asked about a link.
+    /// A private message to the bot: the answer of an operator asked about a link, with
+    /// its code, counted only while they are still an operator of the channel.
     fn on_consent(&self, nick: &str, text: &str) {
-        let agreed = match text.trim().to_lowercase().as_str() {
-            "yes" | "y" => true,
-            "no" | "n" => false,
+        let mut words = text.split_whitespace();
+        let agreed = match words.next().map(str::to_lowercase).as_deref() {
+            Some("yes" | "y") => true,
+            Some("no" | "n") => false,
             _ => return,
         };
-        let waiting = lock(&self.consents).remove(&self.fold(nick));
-        if let Some(waiting) = waiting {
-            let _ = waiting.send(agreed);
+        let Some(code) = words.next() else { return };
+        let folded = self.fold(nick);
+        let mut consents = lock(&self.consents);
+        let answers = consents
+            .get(&folded)
+            .is_some_and(|c| c.code == code && self.is_operator(&c.channel, nick));
+        if answers && let Some(consent) = consents.remove(&folded) {
+            let _ = consent.answer.send(agreed);
         }
     }
 
@@ -917,28 +950,39 @@ impl Network {
         lock(&self.channels).remove(&folded);
         let part = Line::new("PART", [channel]);
         let puppets: Vec<_> = lock(&self.puppets).values().cloned().collect();
+        // The channel is forgotten whatever happens: after a reconnect only portals are
+        // joined again.
+        let mut connections = Vec::new();
         for slot in puppets {
             let puppet = slot.lock().await.clone();
             if let Some(puppet) = puppet
                 && lock(&puppet.channels).remove(&folded)
             {
-                puppet.connection.send(&part).await.map_err(send_error)?;
+                connections.push(puppet.connection.clone());
             }
         }
-        let bot = self.bot.borrow().clone();
-        if let Some(bot) = bot {
-            bot.send(&part).await.map_err(send_error)?;
+        connections.extend(self.bot.borrow().clone());
+        for connection in connections {
+            if let Err(error) = connection.send(&part).await {
+                tracing::warn!(%channel, %error, "cannot part an unlinked channel");
+            }
         }
         Ok(())
     }
 
-    /// Whether the config maps `channel` (its portal is not to be unlinked).
-    pub fn is_mapped(&self, channel: &str) -> bool {
+    /// Whether the config maps `channel` to the room `room` (its portal is not to be
+    /// unlinked).
+    pub async fn is_mapped(&self, channel: &str, room: &ruma::RoomId) -> bool {
         let folded = self.fold(channel);
-        self.config
+        let mapped = self
+            .config
             .mappings
             .iter()
-            .any(|m| self.fold(&m.channel) == folded)
+            .find(|m| self.fold(&m.channel) == folded);
+        match mapped {
+            Some(mapping) => self.bridge().is_room(&mapping.room, room).await,
+            None => false,
+        }
     }
 
     /// Links the rooms the config maps to channels.

@@ -12,7 +12,7 @@ use bridge_core::connector::{
     MessageKind, Portal, PortalInfo, RemoteRef,
 };
 use bridge_core::format::html_to_text;
-use tokio_xmpp::jid::{BareJid, FullJid};
+use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::Id;
 use tokio_xmpp::parsers::message_correct::Replace;
@@ -240,7 +240,7 @@ impl Connector for XmppConnector {
 
     async fn link_portal(
         &self,
-        _context: &CommandContext,
+        context: &CommandContext,
         address: &str,
     ) -> Result<PortalInfo, ConnectorError> {
         let room = parse_room_address(address).ok_or_else(|| {
@@ -248,12 +248,29 @@ impl Connector for XmppConnector {
                 "{address:?} is not a group chat address (room@conference.example.org)"
             ))
         })?;
+        // The group chat's owners agree by making the user's XMPP address an admin or
+        // owner of it; a bridge admin's word is enough.
+        if context.permission < Permission::Admin
+            && !self.gateway.administers(&room, &context.sender).await?
+        {
+            let address = self
+                .gateway
+                .puppet_jid(&context.sender)
+                .map(|jid| jid.to_bare().to_string())
+                .unwrap_or_default();
+            return Err(ConnectorError::Refused(format!(
+                "an owner of {room} must first make your XMPP address ({address}) an admin \
+                 or owner of it, or a bridge admin link it"
+            )));
+        }
         self.gateway.open_room(&room).await
     }
 
     async fn unlink_portal(&self, portal: &Portal) -> Result<(), ConnectorError> {
         let room = Self::room(portal)?;
-        if self.gateway.is_mapped(&room) {
+        if let Some(mapped) = self.gateway.mapped_room(&room)
+            && self.gateway.bridge().is_room(mapped, &portal.room_id).await
+        {
             return Err(ConnectorError::Refused(
                 "the bridge's configuration maps this room; an operator must remove it there"
                     .to_owned(),
@@ -532,13 +549,9 @@ impl Connector for XmppConnector {
         url: &str,
         limit: u64,
     ) -> Result<(Vec<u8>, String), ConnectorError> {
-        // A ghost's avatar: the photo of the occupant's vCard.
-        if let Some(source) = url.strip_prefix(AVATAR_SOURCE) {
-            let occupant = source
-                .split_once(':')
-                .and_then(|(_, occupant)| FullJid::new(occupant).ok())
-                .ok_or_else(|| ConnectorError::Refused(format!("bad avatar source {url:?}")))?;
-            return self.gateway.vcard_photo(&occupant, limit).await;
+        // A ghost's avatar: the photo of an occupant's vCard.
+        if let Some(hash) = url.strip_prefix(AVATAR_SOURCE) {
+            return self.gateway.avatar(hash, limit).await;
         }
         if is_trusted(url, &self.trusted_media_hosts) {
             bridge_core::bridge::media::fetch_trusted(url, limit).await

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
-use tokio_xmpp::minidom::Element;
+use tokio_xmpp::minidom::{Element, rxml};
 use tokio_xmpp::parsers::delay::Delay;
 use tokio_xmpp::parsers::displayed_markers::{Displayed, Markable};
 use tokio_xmpp::parsers::iq::Iq;
@@ -70,9 +70,12 @@ const CONCURRENT_JOINS: usize = 16;
 const HISTORY_SLACK_SECONDS: i64 = 60;
 /// How long the bot waits for the answer to an IQ it asked.
 const IQ_TIMEOUT: Duration = Duration::from_secs(15);
-/// How a ghost's avatar source starts: `xmpp-avatar:<photo hash>:<occupant>`, fetched
-/// from the occupant's vCard.
+/// How a ghost's avatar source starts: `xmpp-avatar:<photo hash>`, fetched from the vCard
+/// of an occupant last seen with that hash. Keyed by the hash alone, so that the same
+/// picture seen in several rooms is fetched once.
 pub const AVATAR_SOURCE: &str = "xmpp-avatar:";
+/// Most avatar hashes remembered with an occupant to fetch them from.
+const MAX_AVATAR_HOLDERS: usize = 10_000;
 /// How long a new portal waits for its room's subject after the bot is in.
 const SUBJECT_WAIT: Duration = Duration::from_secs(3);
 
@@ -160,6 +163,8 @@ pub struct Gateway {
     presences: Mutex<HashMap<OwnedUserId, Shown>>,
     /// IQs the bot asked and not answered yet: id → who must answer, and the waiter.
     pending_iqs: Mutex<HashMap<String, (Jid, oneshot::Sender<Iq>)>>,
+    /// Avatar hashes, and an occupant last seen with each (to ask for the picture).
+    avatar_holders: Mutex<HashMap<String, FullJid>>,
     /// What each room said it supports (XEP-0030), per connection.
     room_features: Mutex<HashMap<BareJid, BTreeSet<String>>>,
     /// Each user's reactions to each message, by room (XMPP sends the whole set).
@@ -192,6 +197,7 @@ impl Gateway {
             presences: Mutex::new(HashMap::new()),
             pending_iqs: Mutex::new(HashMap::new()),
             room_features: Mutex::new(HashMap::new()),
+            avatar_holders: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         })
@@ -247,12 +253,13 @@ impl Gateway {
         }
     }
 
-    /// Whether the config maps `room` (its portal is not to be unlinked).
-    pub fn is_mapped(&self, room: &BareJid) -> bool {
+    /// The Matrix room the config maps `room` to, if it does.
+    pub fn mapped_room(&self, room: &BareJid) -> Option<&ruma::RoomOrAliasId> {
         self.config
             .mappings
             .iter()
-            .any(|m| parse_room_address(&m.muc).as_ref() == Some(room))
+            .find(|m| parse_room_address(&m.muc).as_ref() == Some(room))
+            .map(|m| &*m.room)
     }
 
     /// Disconnects.
@@ -652,7 +659,11 @@ impl Gateway {
             };
             let mut presence = Presence::unavailable().with_to(occupant);
             presence.from = Some(Jid::from(jid));
-            self.component.send(presence).await.map_err(retry)?;
+            // The room is forgotten whatever happens: after a reconnect only portals are
+            // joined again.
+            if let Err(error) = self.component.send(presence).await {
+                tracing::warn!(%room, %error, "cannot leave an unlinked room");
+            }
         }
         Ok(())
     }
@@ -677,7 +688,8 @@ impl Gateway {
         self.component.send(presence).await.map_err(retry)
     }
 
-    fn puppet_jid(&self, user: &UserId) -> Result<FullJid, ConnectorError> {
+    /// The full JID of `user`'s puppet.
+    pub fn puppet_jid(&self, user: &UserId) -> Result<FullJid, ConnectorError> {
         puppet_full_jid(user, &self.config.component_domain)
             .ok_or_else(|| ConnectorError::Refused(format!("{user} makes no valid XMPP address")))
     }
@@ -879,8 +891,20 @@ impl Gateway {
                 if self.still_in(&room, &nick).await {
                     continue;
                 }
+                // Only a room that is still a portal, and still followed (it may have been
+                // unlinked while the ping was out).
+                let portal = self.bridge().portal(room.as_str()).await;
+                let followed = match lock(&self.rooms).rooms.get_mut(&room) {
+                    Some(state) if matches!(portal, Ok(Some(_))) => {
+                        state.left_for_good();
+                        true
+                    }
+                    _ => false,
+                };
+                if !followed {
+                    continue;
+                }
                 tracing::warn!(%room, "the room no longer has the bot; joining again");
-                lock(&self.rooms).room(&room).left_for_good();
                 if let Err(error) = self.join_bot(&room).await {
                     tracing::warn!(%room, %error, "the bot cannot join a portal's room again");
                 }
@@ -888,9 +912,11 @@ impl Gateway {
         }
     }
 
-    /// Whether `room` still has the bot as `nick`: only an answer that says it is not an
-    /// occupant (or not under that nick) says no; silence says nothing (the connection's
-    /// keepalive looks after that).
+    /// Whether `room` still has the bot as `nick`, as XEP-0410 reads the answer: a result,
+    /// or `service-unavailable`, `feature-not-implemented` (the ping reached an occupant
+    /// that does not answer pings) or `item-not-found` (the nick changed) say yes; any
+    /// other error says no; silence says nothing (the connection's keepalive looks after
+    /// that).
     async fn still_in(&self, room: &BareJid, nick: &str) -> bool {
         let Ok(occupant) = room.with_resource_str(nick) else {
             return true;
@@ -900,12 +926,54 @@ impl Gateway {
             .ask_iq(self.bot_jid(), Jid::from(occupant), false, ping)
             .await
         {
-            Ok(Iq::Error { error, .. }) => !matches!(
+            Ok(Iq::Error { error, .. }) => matches!(
                 error.defined_condition,
-                DefinedCondition::NotAcceptable | DefinedCondition::ItemNotFound
+                DefinedCondition::ServiceUnavailable
+                    | DefinedCondition::FeatureNotImplemented
+                    | DefinedCondition::ItemNotFound
             ),
             _ => true,
         }
+    }
+
+    /// Whether `user`'s puppet is an owner or admin of `room`: it is on the room's list of
+    /// either (which the room shows to owners and admins, and an admin not the owners').
+    pub async fn administers(&self, room: &BareJid, user: &UserId) -> Result<bool, ConnectorError> {
+        const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+        let puppet = self.puppet_jid(user)?;
+        let mine = puppet.to_bare();
+        for affiliation in ["owner", "admin"] {
+            let query = Element::builder("query", NS_ADMIN)
+                .append(
+                    Element::builder("item", NS_ADMIN)
+                        .attr(rxml::xml_ncname!("affiliation").to_owned(), affiliation)
+                        .build(),
+                )
+                .build();
+            let answer = self
+                .ask_iq(puppet.clone(), Jid::from(room.clone()), false, query)
+                .await?;
+            let Iq::Result {
+                payload: Some(list),
+                ..
+            } = answer
+            else {
+                // Refused: the puppet may not see this list.
+                continue;
+            };
+            let listed = list
+                .children()
+                .filter(|item| item.is("item", NS_ADMIN))
+                .any(|item| {
+                    item.attr("jid")
+                        .and_then(|jid| BareJid::new(jid).ok())
+                        .is_some_and(|jid| jid == mine)
+                });
+            if listed {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The features `room` says it has (XEP-0030), asked once per connection.
@@ -996,6 +1064,20 @@ impl Gateway {
             presence_event(ghost_info(&ghost, &nick), kind),
         )
         .await;
+    }
+
+    /// The picture whose hash is `hash`, within `limit` bytes: the photo of the vCard of
+    /// an occupant last seen with it.
+    pub async fn avatar(
+        &self,
+        hash: &str,
+        limit: u64,
+    ) -> Result<(Vec<u8>, String), ConnectorError> {
+        let holder = lock(&self.avatar_holders).get(hash).cloned();
+        let holder = holder.ok_or_else(|| {
+            ConnectorError::Refused("nobody in a bridged room shows this avatar now".to_owned())
+        })?;
+        self.vcard_photo(&holder, limit).await
     }
 
     /// The photo of the vCard (XEP-0054) of whoever is `occupant` (the room passes the
@@ -1269,9 +1351,16 @@ impl Gateway {
         let sender = ghost_info(&ghost, &nick);
         let photo_changed = before.as_ref().and_then(|o| o.photo.as_ref()) != photo.as_ref();
         if let Some(hash) = photo.filter(|_| photo_changed) {
+            if let Ok(occupant) = FullJid::try_from(from.clone()) {
+                let mut holders = lock(&self.avatar_holders);
+                if holders.len() >= MAX_AVATAR_HOLDERS {
+                    holders.clear();
+                }
+                holders.insert(hash.clone(), occupant);
+            }
             // Fetched in a task of its own: the answer comes through this dispatcher.
             let ghost = GhostInfo {
-                avatar: Some(format!("{AVATAR_SOURCE}{hash}:{from}")),
+                avatar: Some(format!("{AVATAR_SOURCE}{hash}")),
                 ..sender.clone()
             };
             let bridge = self.bridge().clone();

@@ -1096,11 +1096,21 @@ async fn rooms_are_linked_with_an_operators_consent_and_by_the_config_and_unlink
                     .contains(&format!("to bridge {target} to the Matrix room"))
         }
     };
-    carol
+    // The answer carries the question's code: a bare "yes" answers nothing.
+    let code = |question: &Line| {
+        let text = question.text();
+        let start = text.find("\"yes ").expect("a code to answer with") + 5;
+        text[start..start + 4].to_owned()
+    };
+    let question = carol
         .wait_for(WAIT, asked(refused.clone()))
         .await
         .unwrap_or_else(|error| panic!("{error}\nbridge log:\n{}", bridge.log()));
     carol.privmsg("trestle", "no").await.unwrap();
+    carol
+        .privmsg("trestle", &format!("no {}", code(&question)))
+        .await
+        .unwrap();
     bot_notice(&alice, &bridge, &room, "carol refused to bridge").await;
     // The bot looked at the channel, and does not stay.
     carol
@@ -1115,8 +1125,12 @@ async fn rooms_are_linked_with_an_operators_consent_and_by_the_config_and_unlink
         .send_text(&room, &format!("!irc link {NETWORK} {channel} carol"))
         .await
         .unwrap();
-    carol.wait_for(WAIT, asked(channel.clone())).await.unwrap();
-    carol.privmsg("trestle", "yes").await.unwrap();
+    let question = carol.wait_for(WAIT, asked(channel.clone())).await.unwrap();
+    carol.privmsg("trestle", "yes 0000x").await.unwrap();
+    carol
+        .privmsg("trestle", &format!("yes {}", code(&question)))
+        .await
+        .unwrap();
     bot_notice(&alice, &bridge, &room, "now bridged to").await;
 
     // Linked: both ways.

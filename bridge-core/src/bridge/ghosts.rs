@@ -76,13 +76,17 @@ impl Shared {
             ghost.set_display_name(Some(name)).await?;
             row.display_name = Some(name.clone());
         }
+        // An empty source removes the avatar; one that cannot be fetched now leaves the
+        // last, and is tried again when the ghost is next updated with it.
         if let Some(source) = &info.avatar
             && row.avatar_source.as_ref() != Some(source)
         {
             let mxc = self.upload_avatar(source).await;
-            ghost.set_avatar_url(mxc.as_deref()).await?;
-            row.avatar_source = Some(source.clone());
-            row.avatar_mxc = mxc.map(|mxc| mxc.to_string());
+            if mxc.is_some() || source.is_empty() {
+                ghost.set_avatar_url(mxc.as_deref()).await?;
+                row.avatar_source = Some(source.clone());
+                row.avatar_mxc = mxc.map(|mxc| mxc.to_string());
+            }
         }
         if row != before {
             self.store.save_ghost(self.network, &row).await?;

@@ -247,6 +247,19 @@ impl BridgeHandle {
         }
     }
 
+    /// Whether `room` (an id, or an alias, resolved) is the room `id`. An alias that
+    /// cannot be resolved now counts as it, so that a mapping is not undone by mistake.
+    pub async fn is_room(&self, room: &ruma::RoomOrAliasId, id: &RoomId) -> bool {
+        match <&ruma::RoomAliasId>::try_from(room) {
+            Ok(alias) => match self.shared.matrix.bot().resolve_alias(alias).await {
+                Ok(Some(resolved)) => resolved == id,
+                Ok(None) => false,
+                Err(_) => true,
+            },
+            Err(_) => room.as_str() == id.as_str(),
+        }
+    }
+
     /// Ends the bridge of `portal` (its chat is gone): after [`Connector::unlink_portal`]
     /// agrees, the portal is forgotten and its ghosts and the bot leave the room.
     pub async fn unlink_portal(&self, portal: &Portal) -> Result<(), BridgeError> {

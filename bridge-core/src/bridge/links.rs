@@ -56,6 +56,17 @@ impl Shared {
                 other.remote_id
             )));
         }
+        // The bridge cannot read encrypted messages, and would post in the clear.
+        let encryption = self
+            .matrix
+            .bot()
+            .room_state(&room_id, "m.room.encryption", "")
+            .await?;
+        if encryption.is_some_and(|content| content.get("algorithm").is_some()) {
+            return Err(BridgeError::Refused(
+                "the room is encrypted, and the bridge cannot read encrypted messages".to_owned(),
+            ));
+        }
         let row = PortalRow {
             remote_id: info.remote_id.clone(),
             room_id: Some(room_id.to_string()),
@@ -76,6 +87,7 @@ impl Shared {
         } else {
             self.store.insert_portal(self.network, &row).await?;
         }
+        self.creating.lock().await.remove(&info.remote_id);
         let portal = self
             .portal(&info.remote_id)
             .await?

@@ -7,6 +7,10 @@ use super::error::BridgeError;
 use super::handle::Shared;
 
 /// A user's power in a room, and the room's power levels.
+///
+/// The creator is the `m.room.create` event's sender, read with `?format=event`; a server
+/// that ignores it gives the content alone, and creators then count as other users (fewer
+/// rights, never more).
 pub(crate) struct Power {
     /// Their level; `i64::MAX` for a creator in room version 12.
     pub(crate) level: i64,
@@ -17,10 +21,12 @@ pub(crate) struct Power {
 impl Power {
     /// Whether they may send the state event `event_type`.
     pub(crate) fn may_set(&self, event_type: &str) -> bool {
+        // Without a power levels event, the spec's default for state is 0.
+        let default = if self.levels.is_object() { 50 } else { 0 };
         let needed = self.levels["events"][event_type]
             .as_i64()
             .or_else(|| self.levels["state_default"].as_i64())
-            .unwrap_or(50);
+            .unwrap_or(default);
         self.level >= needed
     }
 
@@ -34,6 +40,7 @@ impl Shared {
     /// `user`'s power in `room`, as the bot reads it.
     pub(crate) async fn power(&self, room: &RoomId, user: &UserId) -> Result<Power, BridgeError> {
         let bot = self.matrix.bot();
+        // `Null` when the room has no power levels event.
         let levels = bot
             .room_state(room, "m.room.power_levels", "")
             .await?
@@ -51,6 +58,9 @@ impl Shared {
                 .is_some_and(|users| users.iter().any(|u| u == user.as_str()));
         let level = if creators_rank_highest && is_creator {
             i64::MAX
+        } else if !levels.is_object() && is_creator {
+            // Without a power levels event, the spec gives the creator 100.
+            100
         } else {
             crate::matrix::power_level_of(&levels, user)
         };
