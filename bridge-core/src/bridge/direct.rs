@@ -47,17 +47,9 @@ pub(crate) async fn ghost_invited(
     };
     let direct = info.direct.as_ref();
     let row = PortalRow {
-        remote_id: info.remote_id.clone(),
-        room_id: Some(room.to_string()),
-        alias: None,
-        name: None,
-        topic: None,
-        avatar_url: None,
-        avatar_source: None,
-        public: false,
-        metadata: info.metadata.to_string(),
         direct_user: direct.map(|d| d.user.to_string()),
         direct_ghost: direct.map(|d| d.ghost.id.clone()),
+        ..PortalRow::with_room(&info.remote_id, room.as_str(), info.metadata.to_string())
     };
     // A new direct chat with the same person replaces the last one.
     match shared.store.portal(shared.network, &row.remote_id).await? {

@@ -67,20 +67,8 @@ impl Shared {
                 "the room is encrypted, and the bridge cannot read encrypted messages".to_owned(),
             ));
         }
-        let row = PortalRow {
-            remote_id: info.remote_id.clone(),
-            room_id: Some(room_id.to_string()),
-            // The room keeps its own aliases, name and topic.
-            alias: None,
-            name: None,
-            topic: None,
-            avatar_url: None,
-            avatar_source: None,
-            public: false,
-            metadata: info.metadata.to_string(),
-            direct_user: None,
-            direct_ghost: None,
-        };
+        let row =
+            PortalRow::with_room(&info.remote_id, room_id.as_str(), info.metadata.to_string());
         if existing.is_some() {
             // An earlier attempt at a room for this chat never made it.
             self.store.update_portal(self.network, &row).await?;

@@ -33,6 +33,26 @@ pub struct PortalRow {
     pub direct_ghost: Option<String>,
 }
 
+impl PortalRow {
+    /// The row of a portal whose room exists already (a linked room, a direct chat the
+    /// Matrix user made): the room keeps its own alias, name, topic and avatar.
+    pub fn with_room(remote_id: &str, room_id: &str, metadata: String) -> PortalRow {
+        PortalRow {
+            remote_id: remote_id.to_owned(),
+            room_id: Some(room_id.to_owned()),
+            alias: None,
+            name: None,
+            topic: None,
+            avatar_url: None,
+            avatar_source: None,
+            public: false,
+            metadata,
+            direct_user: None,
+            direct_ghost: None,
+        }
+    }
+}
+
 const COLUMNS: &str = "remote_id, room_id, alias, name, topic, avatar_url, avatar_source, \
      public, metadata, direct_user, direct_ghost";
 
