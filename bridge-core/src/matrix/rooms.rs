@@ -195,7 +195,7 @@ impl UserHandle {
         event_type: &str,
         state_key: &str,
     ) -> Result<Option<serde_json::Value>, MatrixError> {
-        self.state(room, event_type, state_key, "content").await
+        self.state(room, event_type, state_key, None).await
     }
 
     /// The whole state event `event_type`/`state_key` in `room` (with its sender), or
@@ -206,7 +206,7 @@ impl UserHandle {
         event_type: &str,
         state_key: &str,
     ) -> Result<Option<serde_json::Value>, MatrixError> {
-        self.state(room, event_type, state_key, "event").await
+        self.state(room, event_type, state_key, Some("event")).await
     }
 
     async fn state(
@@ -214,7 +214,8 @@ impl UserHandle {
         room: &RoomId,
         event_type: &str,
         state_key: &str,
-        format: &'static str,
+        // `None`: the content, the default every homeserver knows.
+        format: Option<&'static str>,
     ) -> Result<Option<serde_json::Value>, MatrixError> {
         let request = ApiRequest::new(
             Method::GET,
@@ -228,8 +229,11 @@ impl UserHandle {
                 event_type,
                 state_key,
             ],
-        )
-        .query("format", format);
+        );
+        let request = match format {
+            Some(format) => request.query("format", format),
+            None => request,
+        };
         match self.send::<serde_json::Value>(request).await {
             Ok(found) => Ok(Some(found)),
             Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
