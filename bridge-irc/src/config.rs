@@ -30,6 +30,9 @@ pub struct IrcNetwork {
     /// Port of the IRC server.
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Servers of the same network tried in turn when the one in use cannot be reached.
+    #[serde(default)]
+    pub fallback_servers: Vec<ServerAddress>,
     /// Whether to connect with TLS.
     #[serde(default = "default_tls")]
     pub tls: bool,
@@ -70,6 +73,115 @@ pub struct IrcNetwork {
     /// leaves them alone.
     #[serde(default)]
     pub mappings: Vec<ChannelMapping>,
+    /// How a Matrix edit is shown on IRC.
+    #[serde(default)]
+    pub edits: EditStyle,
+    /// Whether a Matrix reaction is said on IRC as an ACTION (`* nick reacted 👍`).
+    #[serde(default)]
+    pub reactions_as_action: bool,
+    /// Which IRC users are shown as room members.
+    #[serde(default)]
+    pub members: MemberSync,
+    /// Puppets quiet on Matrix this long are disconnected (0: never); their next
+    /// message connects them again.
+    #[serde(default)]
+    pub idle_disconnect_seconds: u64,
+    /// A prefix (`2001:db8:1::/64`, `127.0.0.0/8`) from which each puppet connects with
+    /// an address of its own, so the network can tell Matrix users apart by address.
+    #[serde(default)]
+    pub bind_prefix: Option<String>,
+}
+
+/// Another server of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerAddress {
+    /// Host name (also the TLS server name).
+    pub host: String,
+    /// Port (default as the network's `port`).
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// An address prefix: the network address and how many leading bits are fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindPrefix {
+    /// The network address.
+    pub network: std::net::IpAddr,
+    /// The length of the prefix in bits.
+    pub length: u8,
+}
+
+impl BindPrefix {
+    /// Parses `address/length`, with at least one bit left for hosts.
+    pub fn parse(text: &str) -> Result<BindPrefix, String> {
+        let (address, length) = text
+            .split_once('/')
+            .ok_or("write it as address/length, e.g. 2001:db8:1::/64")?;
+        let network: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| format!("{address:?} is not an IP address"))?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let length: u8 = length
+            .parse()
+            .ok()
+            .filter(|length| *length < bits)
+            .ok_or(format!("the length must be a number below {bits}"))?;
+        Ok(BindPrefix { network, length })
+    }
+
+    /// The address of the prefix for `key` (a Matrix user id): the host bits are a hash
+    /// of it, so a user keeps their address across restarts. Host part 0 is avoided.
+    pub fn address_for(&self, key: &str) -> std::net::IpAddr {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let hash = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
+        match self.network {
+            std::net::IpAddr::V4(network) => {
+                let host_bits = 32 - u32::from(self.length);
+                let mask = if host_bits == 32 {
+                    u32::MAX
+                } else {
+                    (1u32 << host_bits) - 1
+                };
+                let host = ((hash as u32) & mask).max(1);
+                std::net::IpAddr::V4((u32::from(network) & !mask | host).into())
+            }
+            std::net::IpAddr::V6(network) => {
+                let host_bits = 128 - u32::from(self.length);
+                let mask = if host_bits == 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << host_bits) - 1
+                };
+                let host = (hash & mask).max(1);
+                std::net::IpAddr::V6((u128::from(network) & !mask | host).into())
+            }
+        }
+    }
+}
+
+/// How a Matrix edit is shown on IRC: never as a repost of the whole message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EditStyle {
+    /// `* ` and the corrected text (its first line).
+    #[default]
+    Correction,
+    /// `s/old words/new words/` when that is shorter, else a correction.
+    Substitution,
+}
+
+/// Which IRC users are shown as room members.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberSync {
+    /// Everyone in the channel (NAMES, then every JOIN).
+    #[default]
+    Full,
+    /// Only those who have spoken since the bridge joined: big channels do not fill the
+    /// room with thousands of silent ghosts.
+    Lazy,
 }
 
 /// A Matrix room bridged to a channel by the operator.
@@ -145,6 +257,8 @@ irc:
   #   (`#irc_<name>_#channel`, `@irc_<name>_<nick>`);
   # - `host`, `port` (default {port}) and `tls` (default true); `ca_file`, a PEM file of
   #   CA certificates to trust instead of the system's; `password`, the server password;
+  # - `fallback_servers` (default none): more servers of the network, each a `host` and
+  #   optionally a `port`, tried in turn when the one in use cannot be reached;
   # - `bot_nick` (default "{bot}"): the bridge's own connection, which watches channels;
   # - `nick_suffix` (default "{suffix}"): appended to Matrix users' nicks;
   # - `flood_burst` (default {burst}) lines at once, then `lines_per_second` (default {rate});
@@ -156,7 +270,17 @@ irc:
   #   level of each channel prefix mode;
   # - `mappings` (default none): Matrix rooms you bridge to channels, each a `room`
   #   (`!id:server` or `#alias:server`, with the bot invited or the room public) and a
-  #   `channel`; room admins can also link rooms themselves with the bot's `link`.
+  #   `channel`; room admins can also link rooms themselves with the bot's `link`;
+  # - `edits` (default "correction"): a Matrix edit is said as `* corrected text`, or with
+  #   "substitution" as `s/old/new/` where that is shorter;
+  # - `reactions_as_action` (default false): say Matrix reactions as `* nick reacted 👍`;
+  # - `members` (default "full"): "full" shows everyone in a channel as a room member,
+  #   "lazy" only those who have spoken since the bridge joined (for big channels);
+  # - `idle_disconnect_seconds` (default 0, never): disconnect puppets quiet on Matrix this
+  #   long; their next message connects them again;
+  # - `bind_prefix` (default none): an address prefix such as "2001:db8:1::/64" from which
+  #   each puppet connects with an address of its own (route it to this host, e.g.
+  #   `ip -6 route add local 2001:db8:1::/64 dev lo`);
   #   networks:
   #     - name: "libera"
   #       host: "irc.libera.chat"
@@ -200,6 +324,25 @@ irc:
             }
             if network.port == 0 {
                 problems.push(Problem::new(at("port"), "must not be 0"));
+            }
+            for (i, server) in network.fallback_servers.iter().enumerate() {
+                if server.host.trim().is_empty() {
+                    problems.push(Problem::new(
+                        at(&format!("fallback_servers[{i}].host")),
+                        "must not be empty",
+                    ));
+                }
+                if server.port == Some(0) {
+                    problems.push(Problem::new(
+                        at(&format!("fallback_servers[{i}].port")),
+                        "must not be 0",
+                    ));
+                }
+            }
+            if let Some(prefix) = &network.bind_prefix
+                && let Err(reason) = BindPrefix::parse(prefix)
+            {
+                problems.push(Problem::new(at("bind_prefix"), reason));
             }
             if !is_valid_nick(&network.bot_nick) {
                 problems.push(Problem::new(
@@ -290,6 +433,12 @@ mod tests {
             split_grace_seconds: default_split_grace_seconds(),
             mode_power_levels: default_mode_power_levels(),
             mappings: Vec::new(),
+            fallback_servers: Vec::new(),
+            idle_disconnect_seconds: 0,
+            bind_prefix: None,
+            edits: EditStyle::Correction,
+            reactions_as_action: false,
+            members: MemberSync::Full,
         }
     }
 
@@ -307,6 +456,7 @@ mod tests {
         bad.bot_nick = "9bot".to_owned();
         bad.password = Some("a\r\nQUIT".to_owned());
         bad.lines_per_second = 0.0;
+        bad.bind_prefix = Some("10.0.0.0/32".to_owned());
         let config = IrcConfig {
             networks: vec![
                 network("libera", "irc.libera.chat", 6697),
@@ -322,12 +472,34 @@ mod tests {
                 "networks[1].port: must not be 0",
                 "networks[2].name: use only lowercase letters, digits and '-' (it appears in room aliases)",
                 "networks[2].host: must not be empty",
+                "networks[2].bind_prefix: the length must be a number below 32",
                 "networks[2].bot_nick: must be a valid IRC nick (a letter or one of []\\`_^{|} first, then also digits and '-')",
                 "networks[2].lines_per_second: must be above 0",
                 "networks[2].password: must not contain CR, LF or NUL",
             ]
         );
         assert!(IrcConfig::default().validate().is_empty());
+    }
+
+    #[test]
+    fn bind_prefixes_give_each_user_a_stable_address_inside() {
+        let v6 = BindPrefix::parse("2001:db8:1::/64").unwrap();
+        let alice = v6.address_for("@alice:example.org");
+        assert_eq!(alice, v6.address_for("@alice:example.org"));
+        assert_ne!(alice, v6.address_for("@bob:example.org"));
+        let std::net::IpAddr::V6(alice) = alice else {
+            panic!("{alice}")
+        };
+        assert_eq!(alice.segments()[..4], [0x2001, 0xdb8, 1, 0]);
+        let v4 = BindPrefix::parse("127.0.0.0/8").unwrap();
+        let std::net::IpAddr::V4(bob) = v4.address_for("@bob:example.org") else {
+            panic!()
+        };
+        assert_eq!(bob.octets()[0], 127);
+        assert_ne!(u32::from(bob) & 0xff_ffff, 0);
+        for bad in ["::1", "x/64", "::/128", "10.0.0.0/33", "10.0.0.0/-1"] {
+            assert!(BindPrefix::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

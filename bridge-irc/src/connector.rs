@@ -8,17 +8,19 @@ use async_trait::async_trait;
 use bridge_core::bridge::{BridgeHandle, CommandContext, Permission};
 use bridge_core::connector::{
     Capabilities, CommandSpec, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixEdit,
-    MatrixMembership, MatrixMessage, MatrixRoomChange, Membership, MessageKind, Portal, PortalInfo,
+    MatrixMembership, MatrixMessage, MatrixReaction, MatrixRoomChange, Membership, MessageKind,
+    Portal, PortalInfo,
 };
 use bridge_core::format::html_to_text;
 use ruma::UserId;
 
-use crate::config::{IrcConfig, is_valid_nick};
+use crate::config::{EditStyle, IrcConfig, is_valid_nick};
 use crate::connection::Sasl;
+use crate::edits::substitution;
 use crate::formatting::IrcMarkup;
 use crate::ids::{ghost_id, ghost_id_of_localpart, ghost_localpart, split_id};
 use crate::line::Line;
-use crate::network::{Network, send_lines};
+use crate::network::{MAX_USERNAME_LEN, Network, is_valid_username, send_lines};
 use crate::split::{payload_limit, split_message};
 
 /// Room the prefix `:nick!user@host ` may take on lines the server relays: a nick, a
@@ -94,9 +96,54 @@ impl IrcConnector {
     }
 }
 
+/// The portals of `network` that `user` is joined to, each with its channel (or, for a
+/// direct chat, the nick).
+async fn rooms_of(
+    context: &CommandContext,
+    network: &Network,
+    user: &UserId,
+) -> Result<Vec<(Portal, String)>, ConnectorError> {
+    let retry = |e: &dyn std::fmt::Display| ConnectorError::Retry(e.to_string());
+    let mut rooms = Vec::new();
+    for portal in context.bridge.portals().await.map_err(|e| retry(&e))? {
+        let name = match (&portal.direct, split_id(&portal.remote_id)) {
+            (_, Some((name, _))) if name != network.name() => continue,
+            (Some((owner, ghost)), _) if owner == user => match split_id(ghost) {
+                Some((_, nick)) => nick.to_owned(),
+                None => continue,
+            },
+            (Some(_), _) | (None, None) => continue,
+            (None, Some((_, channel))) => channel.to_owned(),
+        };
+        let members = context
+            .bridge
+            .matrix()
+            .bot()
+            .joined_members(&portal.room_id)
+            .await
+            .map_err(|e| retry(&e))?;
+        if members.iter().any(|member| member == user) {
+            rooms.push((portal, name));
+        }
+    }
+    Ok(rooms)
+}
+
 /// The text of a Matrix message as IRC shows it: HTML as mIRC formatting, a reply as
 /// `nick: text`, media as its name and link.
 fn text_of(network: &Network, message: &MatrixMessage) -> String {
+    let text = own_text_of(network, message);
+    match &message.reply_to {
+        Some(reply) => match network.nick_of_sender(&reply.sender) {
+            Some(nick) => format!("{nick}: {text}"),
+            None => text,
+        },
+        None => text,
+    }
+}
+
+/// [`text_of`] without the reply's `nick: `: what the sender wrote (and edits change).
+fn own_text_of(network: &Network, message: &MatrixMessage) -> String {
     let mut text = match &message.html {
         Some(html) => html_to_text(html, &IrcMarkup),
         None => message.body.clone(),
@@ -107,11 +154,6 @@ fn text_of(network: &Network, message: &MatrixMessage) -> String {
             .media_link(&media.url, name)
             .unwrap_or_else(|| media.url.to_string());
         text = format!("{text} {link}");
-    }
-    if let Some(reply) = &message.reply_to
-        && let Some(nick) = network.nick_of_sender(&reply.sender)
-    {
-        text = format!("{nick}: {text}");
     }
     text
 }
@@ -267,7 +309,8 @@ impl Connector for IrcConnector {
             capabilities: Capabilities {
                 edits: true,
                 redactions: false,
-                reactions: false,
+                // Said as ACTIONs where a network has `reactions_as_action`.
+                reactions: true,
                 typing: true,
                 receipts: false,
             },
@@ -399,6 +442,7 @@ impl Connector for IrcConnector {
                 .await?;
             }
         }
+        network.remember_text(message.event_id.as_str(), &own_text_of(network, message));
         Ok(vec![message.event_id.to_string()])
     }
 
@@ -408,19 +452,25 @@ impl Connector for IrcConnector {
         edit: &MatrixEdit,
     ) -> Result<Vec<String>, ConnectorError> {
         let (network, target) = self.target(portal)?;
-        // One line, never a repost of a long message: `* ` and the new text's first line.
-        let text = text_of(network, &edit.new_content);
-        let kind = &edit.new_content.kind;
+        // One line, never a repost of a long message: `s/old/new/` where configured and
+        // shorter, else `* ` and the new text's first line.
+        let text = own_text_of(network, &edit.new_content);
+        let edited = edit.target.event_id.as_str();
+        let substitution = match network.config.edits {
+            EditStyle::Substitution => network
+                .recent_text(edited)
+                .and_then(|old| substitution(&old, &text)),
+            EditStyle::Correction => None,
+        };
+        let (kind, said) = match substitution {
+            // A substitution is plain words, whatever the kind of the message.
+            Some(substitution) => (&MessageKind::Text, substitution),
+            None => (&edit.new_content.kind, format!("* {text}")),
+        };
         let relay = network
             .is_relayed(&edit.sender)
             .then(|| relay_name(&edit.new_content));
-        let mut lines = lines_for(
-            network,
-            kind,
-            target.name(),
-            &format!("* {text}"),
-            relay.as_deref(),
-        );
+        let mut lines = lines_for(network, kind, target.name(), &said, relay.as_deref());
         if lines.len() > 1 {
             lines.truncate(1);
             if let Some(text) = lines[0].params.last_mut() {
@@ -434,7 +484,48 @@ impl Connector for IrcConnector {
                     .await?
             }
         }
+        network.remember_text(edited, &text);
         Ok(vec![edit.event_id.to_string()])
+    }
+
+    async fn handle_reaction(
+        &self,
+        portal: &Portal,
+        reaction: &MatrixReaction,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let (network, target) = self.target(portal)?;
+        if !network.config.reactions_as_action || network.is_relayed(&reaction.sender) {
+            return Err(ConnectorError::Unsupported);
+        }
+        // A key is usually one emoji; anything else is cut short and kept to one line.
+        let key: String = crate::split::sanitize_line(&reaction.key)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(16)
+            .collect();
+        let whom = network
+            .nick_of_sender(&reaction.target.sender)
+            .map(|nick| format!(" to {nick}"))
+            .unwrap_or_default();
+        let mut lines = lines_for(
+            network,
+            &MessageKind::Emote,
+            target.name(),
+            &format!("reacted {key}{whom}"),
+            None,
+        );
+        lines.truncate(1);
+        // Clients that know replies see which message it was.
+        if split_id(&reaction.target.sender).is_some()
+            && let Some(first) = lines.first_mut()
+        {
+            *first = first
+                .clone()
+                .with_tag("+draft/reply", Some(&reaction.target.remote_id));
+        }
+        self.say(network, &reaction.sender, None, &target, &lines)
+            .await?;
+        Ok(vec![reaction.event_id.to_string()])
     }
 
     async fn link_portal(
@@ -642,9 +733,24 @@ impl Connector for IrcConnector {
             ),
             command("removepass", "[network]", "forget your services password"),
             command(
+                "username",
+                "[network] <name>",
+                "choose your IRC user name (ident); you reconnect with it",
+            ),
+            command(
                 "reconnect",
                 "[network]",
                 "drop your IRC connection; the next message connects again",
+            ),
+            command(
+                "quit",
+                "[network]",
+                "leave every portal room of the network and disconnect from it",
+            ),
+            command(
+                "list",
+                "[network]",
+                "list the network's portal rooms you are in, with their channels",
             ),
             command("whois", "[network] <nick>", "who an IRC user is"),
             CommandSpec {
@@ -682,11 +788,10 @@ impl Connector for IrcConnector {
             let mut lines = Vec::new();
             for network in self.networks.values() {
                 let nick = network.puppet_nick(&context.sender).await;
+                let (host, port) = network.server_address();
                 lines.push(format!(
-                    "{} ({}:{}){}{}",
+                    "{} ({host}:{port}){}{}",
                     network.name(),
-                    network.config.host,
-                    network.config.port,
                     if network.is_connected() {
                         ""
                     } else {
@@ -795,6 +900,60 @@ impl Connector for IrcConnector {
                 let puppet = network.puppet(user, None).await?;
                 send_lines(&puppet.connection, &[line]).await?;
                 Ok(format!("Sent to {}.", network.name()))
+            }
+            ("username", [name]) => {
+                if !is_valid_username(name) {
+                    return Ok(format!(
+                        "{name:?} is not a valid user name (1 to {MAX_USERNAME_LEN} of letters, digits, _ . and -, not starting with - or .)."
+                    ));
+                }
+                let mut login = network.login(user).await?;
+                login.username = Some(name.clone());
+                network.save_login(user, &login).await?;
+                network.disconnect(user, "Changing user name").await;
+                Ok(format!(
+                    "You will be {name} on {} from your next message.",
+                    network.name()
+                ))
+            }
+            ("quit", []) => {
+                // Direct chats stay: they are the user's own rooms.
+                let rooms = rooms_of(context, network, user).await?;
+                let reason = format!("You quit {}", network.name());
+                let mut kept = Vec::new();
+                for (portal, channel) in rooms.iter().filter(|(p, _)| p.direct.is_none()) {
+                    let kicked = context
+                        .bridge
+                        .matrix()
+                        .bot()
+                        .kick(&portal.room_id, user, Some(&reason))
+                        .await;
+                    if let Err(error) = kicked {
+                        tracing::warn!(room = %portal.room_id, %error, "cannot remove a user who quit");
+                        kept.push(channel.as_str());
+                    }
+                }
+                network.disconnect(user, "Quit").await;
+                let mut answer = format!("Disconnected you from {}", network.name());
+                if !kept.is_empty() {
+                    answer.push_str(&format!(
+                        "; the bot may not remove you from the rooms of {}, leave them yourself",
+                        kept.join(", ")
+                    ));
+                }
+                answer.push('.');
+                Ok(answer)
+            }
+            ("list", []) => {
+                let rooms = rooms_of(context, network, user).await?;
+                if rooms.is_empty() {
+                    return Ok(format!("You are in no portal room of {}.", network.name()));
+                }
+                let lines: Vec<String> = rooms
+                    .iter()
+                    .map(|(portal, name)| format!("{name}: {}", portal.room_id))
+                    .collect();
+                Ok(lines.join("\n"))
             }
             ("reconnect", []) => {
                 network.disconnect(user, "Reconnecting").await;

@@ -262,8 +262,17 @@ fn contrasting_color(background: usize) -> usize {
 /// Returns `None` when no text is formatted, so the bridge sends the plain
 /// body alone.
 pub fn irc_to_html(text: &str) -> Option<String> {
+    irc_to_html_mentioning(text, &|_| None)
+}
+
+/// [`irc_to_html`], with each word that `pill` knows (a nick) replaced by the HTML it
+/// gives (a mention pill); `None` when there is neither formatting nor a pill.
+pub fn irc_to_html_mentioning(text: &str, pill: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     let runs = styled_runs(text);
-    if runs.iter().all(|(style, _)| *style == Style::default()) {
+    let pills = runs
+        .iter()
+        .any(|(_, chunk)| nick_words(chunk).any(|(_, word)| pill(word).is_some()));
+    if !pills && runs.iter().all(|(style, _)| *style == Style::default()) {
         return None;
     }
     let mut out = String::with_capacity(text.len() + 16);
@@ -287,12 +296,39 @@ pub fn irc_to_html(text: &str) -> Option<String> {
             tag.open(&mut out);
             open.push(*tag);
         }
-        out.push_str(&text_to_html(chunk));
+        let mut written = 0;
+        for (at, word) in nick_words(chunk) {
+            if let Some(html) = pill(word) {
+                out.push_str(&text_to_html(&chunk[written..at]));
+                out.push_str(&html);
+                written = at + word.len();
+            }
+        }
+        out.push_str(&text_to_html(&chunk[written..]));
     }
     while let Some(tag) = open.pop() {
         tag.close(&mut out);
     }
     Some(out)
+}
+
+/// The words of `text` that may be nicks (runs of letters, digits and `[]\\`_^{|}-`),
+/// with their byte offsets.
+fn nick_words(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let is_nick_char = |c: char| c.is_ascii_alphanumeric() || "[]\\`_^{|}-".contains(c);
+    let mut rest = text.char_indices().peekable();
+    std::iter::from_fn(move || {
+        while rest.peek().is_some_and(|(_, c)| !is_nick_char(*c)) {
+            rest.next();
+        }
+        let (start, _) = *rest.peek()?;
+        let mut end = start;
+        while let Some((at, c)) = rest.peek().copied().filter(|(_, c)| is_nick_char(*c)) {
+            end = at + c.len_utf8();
+            rest.next();
+        }
+        Some((start, &text[start..end]))
+    })
 }
 
 /// Removes every mIRC formatting code, colour numbers included: the plain

@@ -9,12 +9,14 @@
 //! - [`isupport`]: what the server says of itself (casemapping, modes, nick length);
 //! - [`ids`]: IRC names as bridge ids, Matrix names as nicks;
 //! - [`formatting`]: mIRC formatting codes to and from Matrix HTML;
+//! - [`edits`]: Matrix edits as one short IRC line;
 //! - [`split`]: a message body as IRC lines within the 512-byte limit;
 //! - [`tls`]: TLS settings.
 
 pub mod config;
 pub mod connection;
 pub mod connector;
+pub mod edits;
 pub mod formatting;
 pub mod ids;
 pub mod isupport;

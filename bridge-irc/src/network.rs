@@ -19,15 +19,17 @@ use bridge_core::connector::{
     ConnectorError, DirectChat, GhostInfo, MessageKind, PortalInfo, RemoteEvent, RemoteEventKind,
     RemoteMessage,
 };
+use bridge_core::format::mention_pill;
 use bridge_core::store::Login;
 use ruma::{OwnedUserId, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{IrcNetwork, is_valid_nick};
+use crate::config::{BindPrefix, EditStyle, IrcNetwork, MemberSync, is_valid_nick};
 use crate::connection::{ConnectError, ConnectOptions, Connection, FloodLimits, Sasl, SendError};
-use crate::formatting::{irc_to_html, strip_formatting};
+use crate::edits::RecentTexts;
+use crate::formatting::{irc_to_html_mentioning, strip_formatting};
 use crate::ids::{direct_id, ghost_id, is_valid_channel, nick_for, parse_server_time, portal_id};
 use crate::isupport::ServerInfo;
 use crate::line::Line;
@@ -60,6 +62,9 @@ struct Channel {
     topic: Option<String>,
     /// Members by folded nick.
     members: HashMap<String, Member>,
+    /// Members (folded nicks) whose ghosts are in the room: everyone with `members: full`;
+    /// with `lazy`, those who spoke.
+    shown: HashSet<String>,
 }
 
 /// A member of a channel the bot is in.
@@ -89,6 +94,8 @@ pub struct Puppet {
     pub connection: Connection,
     /// Channels joined (folded).
     channels: Mutex<HashSet<String>>,
+    /// When its Matrix user last spoke or joined through it (for idle disconnects).
+    last_active: Mutex<Instant>,
 }
 
 /// Told when a JOIN of the bot is answered: the member list, or a refusal.
@@ -105,6 +112,21 @@ pub struct PuppetLogin {
     pub nick: Option<String>,
     /// Their services account, if they stored a password.
     pub sasl: Option<Sasl>,
+    /// The user name (ident) they asked for.
+    pub username: Option<String>,
+}
+
+/// The longest user name (ident) a puppet asks for: most servers keep 10 characters.
+pub const MAX_USERNAME_LEN: usize = 10;
+
+/// Whether `name` may be a puppet's user name: 1 to [`MAX_USERNAME_LEN`] ASCII letters,
+/// digits, `_`, `.` and `-`, not starting with `-` or `.`.
+pub fn is_valid_username(name: &str) -> bool {
+    (1..=MAX_USERNAME_LEN).contains(&name.len())
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 /// One network: its bot, its puppets, and what the bot knows of its channels.
@@ -113,6 +135,10 @@ pub struct Network {
     /// Its config.
     pub config: IrcNetwork,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The servers (the configured one, then the fallbacks) and which is in use.
+    servers: Vec<(String, u16)>,
+    server_in_use: std::sync::atomic::AtomicUsize,
+    bind_prefix: Option<BindPrefix>,
     bridge: OnceLock<BridgeHandle>,
     /// The bot's connection while it is up.
     bot: tokio::sync::watch::Sender<Option<Connection>>,
@@ -133,6 +159,8 @@ pub struct Network {
     consents: Mutex<HashMap<String, Consent>>,
     /// Quits held while a netsplit heals (the bot's view).
     splits: Mutex<Splits>,
+    /// What recent Matrix messages said on IRC, for edits as substitutions.
+    recent_texts: Mutex<RecentTexts>,
     /// When the next connection may start.
     next_connect: tokio::sync::Mutex<Instant>,
     stop: CancellationToken,
@@ -172,8 +200,26 @@ impl Network {
             None
         };
         let grace = Duration::from_secs(config.split_grace_seconds);
+        let servers = std::iter::once((config.host.clone(), config.port))
+            .chain(
+                config
+                    .fallback_servers
+                    .iter()
+                    .map(|server| (server.host.clone(), server.port.unwrap_or(config.port))),
+            )
+            .collect();
+        let bind_prefix = config
+            .bind_prefix
+            .as_deref()
+            .map(BindPrefix::parse)
+            .transpose()
+            .map_err(|reason| anyhow::anyhow!("bind_prefix: {reason}"))?;
         Ok(Network {
+            servers,
+            server_in_use: std::sync::atomic::AtomicUsize::new(0),
+            bind_prefix,
             splits: Mutex::new(Splits::new(grace)),
+            recent_texts: Mutex::new(RecentTexts::default()),
             whois: Mutex::new(HashMap::new()),
             consents: Mutex::new(HashMap::new()),
             aways: Mutex::new(HashMap::new()),
@@ -220,6 +266,40 @@ impl Network {
         lock(&self.tasks).push(task);
         let task = tokio::spawn(Arc::clone(self).link_mappings());
         lock(&self.tasks).push(task);
+        if self.config.idle_disconnect_seconds > 0 {
+            let task = tokio::spawn(Arc::clone(self).disconnect_idle());
+            lock(&self.tasks).push(task);
+        }
+    }
+
+    /// Disconnects puppets whose Matrix users have been quiet for
+    /// `idle_disconnect_seconds`, looking a few times per period.
+    async fn disconnect_idle(self: Arc<Self>) {
+        let idle = Duration::from_secs(self.config.idle_disconnect_seconds);
+        let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.stop.cancelled() => return,
+            }
+            let slots: Vec<(OwnedUserId, PuppetSlot)> = lock(&self.puppets)
+                .iter()
+                .map(|(user, slot)| (user.clone(), Arc::clone(slot)))
+                .collect();
+            for (user, slot) in slots {
+                // A puppet connecting or in use right now is not idle.
+                let Ok(mut slot) = slot.try_lock() else {
+                    continue;
+                };
+                let quiet = slot
+                    .as_ref()
+                    .is_some_and(|puppet| lock(&puppet.last_active).elapsed() >= idle);
+                if quiet && let Some(puppet) = slot.take() {
+                    tracing::info!(network = %self.name(), %user, "idle puppet disconnected");
+                    let _ = puppet.connection.send(&Line::new("QUIT", ["Idle"])).await;
+                }
+            }
+        }
     }
 
     /// Disconnects everything.
@@ -253,10 +333,51 @@ impl Network {
         tokio::time::sleep_until(wait_until).await;
     }
 
+    /// The server connections go to now (`host`, `port`).
+    pub fn server_address(&self) -> (String, u16) {
+        let index = self
+            .server_in_use
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.servers[index % self.servers.len()].clone()
+    }
+
+    /// `host:port` could not be reached: the next server is tried from now on (unless
+    /// another connection moved on already).
+    fn server_unreachable(&self, host: &str, port: u16) {
+        let index = self
+            .server_in_use
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if self.servers[index % self.servers.len()] == (host.to_owned(), port)
+            && self.servers.len() > 1
+        {
+            let next = &self.servers[(index + 1) % self.servers.len()];
+            tracing::warn!(network = %self.name(), %host, port, next = %format!("{}:{}", next.0, next.1), "server unreachable; trying the next");
+            let _ = self.server_in_use.compare_exchange(
+                index,
+                index + 1,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Connects with `options`; a server that cannot be reached hands over to the next.
+    async fn connect(
+        &self,
+        options: &ConnectOptions,
+    ) -> Result<(Connection, mpsc::UnboundedReceiver<Line>), ConnectError> {
+        let result = Connection::connect(options).await;
+        if let Err(ConnectError::Unreachable { .. } | ConnectError::Timeout) = &result {
+            self.server_unreachable(&options.host, options.port);
+        }
+        result
+    }
+
     fn options(&self, nick: String, username: String, realname: String) -> ConnectOptions {
+        let (host, port) = self.server_address();
         ConnectOptions {
-            host: self.config.host.clone(),
-            port: self.config.port,
+            host,
+            port,
             tls: self.tls.clone(),
             password: self.config.password.clone(),
             nick,
@@ -283,7 +404,7 @@ impl Network {
                 "trestle".to_owned(),
                 "Trestle Matrix bridge".to_owned(),
             );
-            match Connection::connect(&options).await {
+            match self.connect(&options).await {
                 Ok((connection, events)) => {
                     backoff = Backoff::new();
                     tracing::info!(network = %self.name(), nick = %connection.nick(), "bot connected");
@@ -386,9 +507,10 @@ impl Network {
                 if !self.server().is_channel(target) || self.is_ours(&nick) || nick.is_empty() {
                     return;
                 }
-                let Some(message) = message_of(line) else {
+                let Some(message) = self.message_of(line) else {
                     return;
                 };
+                self.show_speaker(&self.fold(target), &nick).await;
                 let event = RemoteEvent {
                     id: line.tag("msgid").map(str::to_owned),
                     sender: self.ghost(&nick),
@@ -484,8 +606,9 @@ impl Network {
                     .entry(channel.clone())
                     .or_default()
                     .synced = true;
-                // The member list is complete: ranks are mirrored (a no-op where the room
-                // has them already).
+                // The member list is complete: the room's ghosts and ranks follow it (a
+                // no-op where the room has them already).
+                self.sync_members(&channel).await;
                 self.sync_levels(&channel).await;
                 let waiters = lock(&self.joins).remove(&channel).unwrap_or_default();
                 for waiter in waiters {
@@ -672,6 +795,9 @@ impl Network {
 
     /// Queues `nick`'s new power level in `channel`.
     async fn queue_level(&self, channel: &str, nick: &str, level: i64, timestamp: Option<i64>) {
+        if !self.is_shown(channel, nick) {
+            return;
+        }
         // The target stands as the sender too: a mode may come from a server or services,
         // which have no ghost.
         let event = RemoteEvent {
@@ -746,6 +872,17 @@ impl Network {
         }
     }
 
+    /// Whether `nick`'s ghost is in the room of `channel` (folded).
+    fn is_shown(&self, channel: &str, nick: &str) -> bool {
+        let folded = self.fold(nick);
+        lock(&self.channels)
+            .get(channel)
+            .is_some_and(|state| state.shown.contains(&folded))
+    }
+
+    /// Queues a JOIN or a leave of `nick` in `channel` (folded). With `members: lazy`, a
+    /// JOIN is not shown (the ghost joins when it speaks), nor is the leave of a member
+    /// never shown.
     async fn queue_member(
         &self,
         channel: &str,
@@ -753,6 +890,22 @@ impl Network {
         timestamp: Option<i64>,
         kind: RemoteEventKind,
     ) {
+        let folded = self.fold(nick);
+        {
+            let mut channels = lock(&self.channels);
+            let shown = &mut channels.entry(channel.to_owned()).or_default().shown;
+            let show = match kind {
+                RemoteEventKind::Join if self.config.members == MemberSync::Lazy => false,
+                RemoteEventKind::Join => {
+                    shown.insert(folded);
+                    true
+                }
+                _ => shown.remove(&folded) || self.config.members == MemberSync::Full,
+            };
+            if !show {
+                return;
+            }
+        }
         let event = RemoteEvent {
             id: None,
             sender: self.ghost(nick),
@@ -760,6 +913,123 @@ impl Network {
             kind,
         };
         self.queue(channel, event).await;
+    }
+
+    /// With `members: lazy`, shows `nick` in `channel` (folded) as they first speak: their
+    /// ghost joins with the message, and their rank follows.
+    async fn show_speaker(&self, channel: &str, nick: &str) {
+        if self.config.members != MemberSync::Lazy {
+            return;
+        }
+        let folded = self.fold(nick);
+        let modes = {
+            let mut channels = lock(&self.channels);
+            let Some(state) = channels.get_mut(channel) else {
+                return;
+            };
+            if !state.shown.insert(folded.clone()) {
+                return;
+            }
+            state.members.get(&folded).map(|m| m.modes.clone())
+        };
+        let level = self.level_of(&modes.unwrap_or_default());
+        if level != 0 {
+            self.queue_level(channel, nick, level, None).await;
+        }
+    }
+
+    /// Brings the ghosts in the room of `channel` (folded) in line with its member list,
+    /// which the bot has just read in full: after a start or a reconnect, people came and
+    /// went unseen. Ghosts of those gone leave; with `members: full`, those missing join.
+    async fn sync_members(&self, channel: &str) {
+        let bridge = self.bridge();
+        let portal = match bridge.portal(&portal_id(self.name(), channel)).await {
+            Ok(Some(portal)) => portal,
+            // A new portal's room is made with the members of the list.
+            Ok(None) => return self.show_all(channel),
+            Err(error) => {
+                tracing::warn!(%channel, %error, "cannot read a portal to sync its members");
+                return;
+            }
+        };
+        let in_room = match bridge.matrix().bot().joined_members(&portal.room_id).await {
+            Ok(members) => members,
+            Err(error) => {
+                tracing::warn!(%channel, %error, "cannot read a portal's members to sync them");
+                return;
+            }
+        };
+        let prefix = format!("{}/", self.name());
+        let ghosts: HashSet<String> = in_room
+            .iter()
+            .filter_map(|user| bridge.ghost_id_of(user))
+            .filter_map(|id| id.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
+        let members: Vec<(String, String)> = lock(&self.channels)
+            .get(channel)
+            .map(|state| {
+                state
+                    .members
+                    .iter()
+                    .map(|(folded, member)| (folded.clone(), member.nick.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let members: Vec<(String, String)> = members
+            .into_iter()
+            .filter(|(_, nick)| !self.is_ours(nick))
+            .collect();
+        let full = self.config.members == MemberSync::Full;
+        let joins: Vec<String> = members
+            .iter()
+            .filter(|(folded, _)| full && !ghosts.contains(folded))
+            .map(|(_, nick)| nick.clone())
+            .collect();
+        if let Some(state) = lock(&self.channels).get_mut(channel) {
+            state.shown = members
+                .iter()
+                .filter(|(folded, _)| full || ghosts.contains(folded))
+                .map(|(folded, _)| folded.clone())
+                .collect();
+        }
+        let gone: Vec<String> = ghosts
+            .into_iter()
+            .filter(|ghost| !members.iter().any(|(folded, _)| folded == ghost))
+            .collect();
+        for folded in gone {
+            // Named by id alone: the ghost's profile stays as it was.
+            let event = RemoteEvent {
+                id: None,
+                sender: GhostInfo {
+                    id: ghost_id(self.name(), &folded),
+                    name: None,
+                    avatar: None,
+                },
+                timestamp: None,
+                kind: RemoteEventKind::Leave { reason: None },
+            };
+            self.queue(channel, event).await;
+        }
+        for nick in joins {
+            let event = RemoteEvent {
+                id: None,
+                sender: self.ghost(&nick),
+                timestamp: None,
+                kind: RemoteEventKind::Join,
+            };
+            self.queue(channel, event).await;
+        }
+    }
+
+    /// With `members: full`, marks every member of `channel` (folded) shown: its new
+    /// portal's room is made with them.
+    fn show_all(&self, channel: &str) {
+        if self.config.members != MemberSync::Full {
+            return;
+        }
+        if let Some(state) = lock(&self.channels).get_mut(channel) {
+            state.shown = state.members.keys().cloned().collect();
+        }
     }
 
     /// Queues `event` on the portal of `channel`; until it is stored nothing else from
@@ -824,7 +1094,9 @@ impl Network {
         }
         let channels = lock(&self.channels);
         let state = channels.get(&folded);
+        // With `members: lazy`, the room starts with nobody from IRC.
         let members = state
+            .filter(|_| self.config.members == MemberSync::Full)
             .map(|state| {
                 state
                     .members
@@ -1011,6 +1283,7 @@ impl Network {
         if let Some(puppet) = slot.as_ref()
             && puppet.connection.is_open()
         {
+            *lock(&puppet.last_active) = Instant::now();
             return Ok(Arc::clone(puppet));
         }
         if self.stop.is_cancelled() {
@@ -1026,34 +1299,33 @@ impl Network {
                 server.nicklen,
             )
         });
-        let username: String = user
-            .localpart()
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(10)
-            .collect();
-        let mut options = self.options(
-            nick,
-            if username.is_empty() {
+        let username = login.username.clone().unwrap_or_else(|| {
+            let derived: String = user
+                .localpart()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(MAX_USERNAME_LEN)
+                .collect();
+            if derived.is_empty() {
                 "matrix".to_owned()
             } else {
-                username
-            },
-            user.to_string(),
-        );
+                derived
+            }
+        });
+        let mut options = self.options(nick, username, user.to_string());
         options.sasl = login.sasl.clone();
+        options.bind = self
+            .bind_prefix
+            .map(|prefix| prefix.address_for(user.as_str()));
         self.connect_slot().await;
-        let (connection, events) =
-            Connection::connect(&options)
-                .await
-                .map_err(|error| match error {
-                    ConnectError::Unreachable { .. }
-                    | ConnectError::Timeout
-                    | ConnectError::Refused(_) => ConnectorError::Retry(error.to_string()),
-                    ConnectError::NoNick(_) | ConnectError::Sasl(_) => {
-                        ConnectorError::Refused(error.to_string())
-                    }
-                })?;
+        let (connection, events) = self.connect(&options).await.map_err(|error| match error {
+            ConnectError::Unreachable { .. } | ConnectError::Timeout | ConnectError::Refused(_) => {
+                ConnectorError::Retry(error.to_string())
+            }
+            ConnectError::NoNick(_) | ConnectError::Sasl(_) => {
+                ConnectorError::Refused(error.to_string())
+            }
+        })?;
         let nick = connection.nick();
         tracing::info!(network = %self.name(), %user, %nick, "puppet connected");
         self.identify(&connection, user, &login).await;
@@ -1067,6 +1339,7 @@ impl Network {
         let puppet = Arc::new(Puppet {
             connection,
             channels: Mutex::new(HashSet::new()),
+            last_active: Mutex::new(Instant::now()),
         });
         *slot = Some(Arc::clone(&puppet));
         let task = tokio::spawn(Arc::clone(self).run_puppet(
@@ -1155,6 +1428,10 @@ impl Network {
         Ok(PuppetLogin {
             nick: stored.remote_id,
             sasl,
+            username: settings["username"]
+                .as_str()
+                .filter(|name| is_valid_username(name))
+                .map(str::to_owned),
         })
     }
 
@@ -1174,7 +1451,8 @@ impl Network {
             user_id: user.to_string(),
             network: self.login_network(),
             remote_id: login.nick.clone(),
-            settings: serde_json::json!({ "account": account }).to_string(),
+            settings: serde_json::json!({ "account": account, "username": login.username })
+                .to_string(),
             secret,
         };
         let bridge = self.bridge();
@@ -1471,7 +1749,7 @@ impl Network {
         if from_server || self.is_ours(&sender) {
             return;
         }
-        let Some(message) = message_of(line) else {
+        let Some(message) = self.message_of(line) else {
             return;
         };
         let info = self.direct_chat(user, &sender);
@@ -1505,6 +1783,26 @@ impl Network {
         }
     }
 
+    /// A PRIVMSG or NOTICE as a remote message (see [`message_of`]), with this network's
+    /// puppets' nicks as pills.
+    fn message_of(&self, line: &Line) -> Option<RemoteMessage> {
+        message_of(line, &|word| {
+            lock(&self.puppet_nicks).get(&self.fold(word)).cloned()
+        })
+    }
+
+    /// Remembers what Matrix message `event_id` said on IRC, for a later substitution.
+    pub fn remember_text(&self, event_id: &str, text: &str) {
+        if self.config.edits == EditStyle::Substitution {
+            lock(&self.recent_texts).remember(event_id, text);
+        }
+    }
+
+    /// What Matrix message `event_id` said on IRC last, if it is recent.
+    pub fn recent_text(&self, event_id: &str) -> Option<String> {
+        lock(&self.recent_texts).get(event_id).map(str::to_owned)
+    }
+
     /// The nick of a ghost or Matrix user, for `nick: ` reply prefixes.
     pub fn nick_of_sender(&self, sender: &str) -> Option<String> {
         if let Some((network, nick)) = crate::ids::split_id(sender) {
@@ -1527,8 +1825,12 @@ impl Network {
 }
 
 /// A remote message from a PRIVMSG or NOTICE line; `None` for CTCP other than ACTION. An
-/// IRCv3 reply tag names the message replied to by its msgid.
-fn message_of(line: &Line) -> Option<RemoteMessage> {
+/// IRCv3 reply tag names the message replied to by its msgid. Words that are a puppet's
+/// nick, as `puppet_of` finds them, become pills of its Matrix user.
+fn message_of(
+    line: &Line,
+    puppet_of: &dyn Fn(&str) -> Option<OwnedUserId>,
+) -> Option<RemoteMessage> {
     let (command, text) = (line.command.as_str(), line.param(1));
     let (kind, text) = match text.strip_prefix('\x01') {
         Some(ctcp) => {
@@ -1541,7 +1843,9 @@ fn message_of(line: &Line) -> Option<RemoteMessage> {
     Some(RemoteMessage {
         kind,
         body: strip_formatting(text),
-        html: irc_to_html(text),
+        html: irc_to_html_mentioning(text, &|word| {
+            puppet_of(word).map(|user| mention_pill(&user, word))
+        }),
         reply_to: line
             .tag("+draft/reply")
             .or_else(|| line.tag("+reply"))
@@ -1601,7 +1905,7 @@ mod tests {
 
     #[test]
     fn messages_and_actions_are_told_apart() {
-        let parse = |raw: &str| message_of(&Line::parse(raw).unwrap());
+        let parse = |raw: &str| message_of(&Line::parse(raw).unwrap(), &|_| None);
         let action = parse(":a PRIVMSG #c :\x01ACTION waves\x01").unwrap();
         assert_eq!(
             (action.kind, action.body.as_str()),

@@ -420,8 +420,11 @@ impl MatrixClient {
             .map_err(Error::http("syncing"))?;
         let answer = checked_json(response, "syncing").await?;
         state.since = answer["next_batch"].as_str().map(str::to_owned);
-        if let Some(joined) = answer["rooms"]["join"].as_object() {
-            for (room, data) in joined {
+        // Rooms left (or been kicked from) carry the events up to the leave.
+        let joined = answer["rooms"]["join"].as_object().into_iter().flatten();
+        let left = answer["rooms"]["leave"].as_object().into_iter().flatten();
+        {
+            for (room, data) in joined.chain(left) {
                 let Ok(room) = OwnedRoomId::try_from(room.as_str()) else {
                     continue;
                 };

@@ -1242,3 +1242,277 @@ async fn rooms_are_linked_with_an_operators_consent_and_by_the_config_and_unlink
         "{events:?}"
     );
 }
+
+/// A local port nothing listens on.
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn edits_reactions_mentions_lazy_members_and_a_fallback_server() {
+    let irc = InspIrcd::start().await.unwrap();
+    let channel = unique_channel("options");
+    let (port, dead) = (irc.port(), dead_port());
+    // The configured server is down: the bridge moves on to the fallback.
+    let mut bed = bed_with(port, &channel, "carol", None, |config| {
+        config.replace(
+            &format!("      port: {port}\n      tls: false\n"),
+            &format!(
+                "      port: {dead}\n      tls: false\n      fallback_servers:\n        - host: \"127.0.0.1\"\n          port: {port}\n      edits: \"substitution\"\n      reactions_as_action: true\n      members: \"lazy\"\n"
+            ),
+        )
+    })
+    .await;
+    let carol_ghost = "@irc_testnet_carol:localhost";
+    let alice = bed.alice.user_id().to_string();
+
+    // Lazy members: carol, in the channel, is not in the room until she speaks.
+    let members = bed.alice.joined_members(&bed.room).await.unwrap();
+    assert!(members["joined"].get(carol_ghost).is_none(), "{members}");
+    bed.carol
+        .privmsg(&channel, "hi from a lurker")
+        .await
+        .unwrap();
+    let hi = bed
+        .matrix_event(carol_ghost, |e| e["content"]["body"] == "hi from a lurker")
+        .await;
+    let members = bed.alice.joined_members(&bed.room).await.unwrap();
+    assert!(members["joined"].get(carol_ghost).is_some(), "{members}");
+
+    // A nick of a Matrix user's puppet becomes a pill, and a mention that notifies.
+    bed.alice.send_text(&bed.room, "hello carol").await.unwrap();
+    bed.irc_line("PRIVMSG", "alice[m]").await;
+    bed.carol
+        .privmsg(&channel, "alice[m]: look <here>")
+        .await
+        .unwrap();
+    let mention = bed
+        .matrix_event(carol_ghost, |e| {
+            e["content"]["body"] == "alice[m]: look <here>"
+        })
+        .await;
+    assert_eq!(
+        mention["content"]["formatted_body"],
+        "<a href=\"https://matrix.to/#/@alice:localhost\">alice[m]</a>: look &lt;here&gt;",
+        "{mention}"
+    );
+    assert_eq!(mention["content"]["m.mentions"]["user_ids"], json!([alice]));
+
+    // An edit is the substitution of the words changed.
+    let typo = bed
+        .alice
+        .send_text(&bed.room, "I think teh build is green now")
+        .await
+        .unwrap();
+    bed.irc_line("PRIVMSG", "alice[m]").await;
+    let edit = |body: &str| {
+        json!({
+            "msgtype": "m.text", "body": format!("* {body}"),
+            "m.new_content": { "msgtype": "m.text", "body": body },
+            "m.relates_to": { "rel_type": "m.replace", "event_id": typo },
+        })
+    };
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &edit("I think the build is green now"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alice[m]").await.text(),
+        "s/teh/the/"
+    );
+    // A second edit is against the first; a rewrite is a correction.
+    bed.alice
+        .send(&bed.room, "m.room.message", &edit("all red"))
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alice[m]").await.text(),
+        "* all red"
+    );
+
+    // A reaction is an ACTION naming whose message it was.
+    bed.alice
+        .send(
+            &bed.room,
+            "m.reaction",
+            &json!({ "m.relates_to": {
+                "rel_type": "m.annotation", "event_id": hi["event_id"], "key": "👍",
+            }}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alice[m]").await.text(),
+        "\x01ACTION reacted 👍 to carol\x01"
+    );
+
+    // Silent users come and go unseen; one who spoke is seen leaving.
+    let mut dave = IrcClient::connect(port, "dave").await.unwrap();
+    dave.join(&channel).await.unwrap();
+    dave.send(&format!("PART {channel} :bye")).await.unwrap();
+    bed.carol
+        .send(&format!("PART {channel} :done"))
+        .await
+        .unwrap();
+    bed.matrix_event(carol_ghost, |e| {
+        e["type"] == "m.room.member" && e["content"]["membership"] == "leave"
+    })
+    .await;
+    let events = bed.alice.room_events(&bed.room).await.unwrap();
+    let dave_seen: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["sender"] == "@irc_testnet_dave:localhost")
+        .collect();
+    assert!(dave_seen.is_empty(), "{dave_seen:?}");
+
+    // The server in use is the fallback.
+    let dm = bed
+        .alice
+        .create_room(
+            json!({ "is_direct": true, "invite": [BOT], "preset": "trusted_private_chat" }),
+        )
+        .await
+        .unwrap();
+    bed.bot_answer(&dm, "Say `help`").await;
+    bed.alice.send_text(&dm, "networks").await.unwrap();
+    bed.bot_answer(&dm, &format!("testnet (127.0.0.1:{port})"))
+        .await;
+    assert!(
+        bed.bridge
+            .log()
+            .contains("server unreachable; trying the next"),
+        "{}",
+        bed.bridge.log()
+    );
+}
+
+#[tokio::test]
+async fn commands_list_username_and_quit_idle_puppets_part_and_members_resync() {
+    let irc = InspIrcd::start().await.unwrap();
+    let channel = unique_channel("quit");
+    let port = irc.port();
+    let mut bed = bed_with(port, &channel, "carol", None, |config| {
+        config.replace(
+            "      tls: false\n",
+            "      tls: false\n      idle_disconnect_seconds: 8\n      bind_prefix: \"127.0.0.0/8\"\n",
+        )
+    })
+    .await;
+    let dm = bed
+        .alice
+        .create_room(
+            json!({ "is_direct": true, "invite": [BOT], "preset": "trusted_private_chat" }),
+        )
+        .await
+        .unwrap();
+    bed.bot_answer(&dm, "Say `help`").await;
+
+    // The puppet connects from its own address of the prefix.
+    bed.alice
+        .send_text(&bed.room, "from my address")
+        .await
+        .unwrap();
+    bed.irc_line("PRIVMSG", "alice[m]").await;
+    let whois = |nick: &str| format!("WHOIS {nick}");
+    bed.carol.send(&whois("alice[m]")).await.unwrap();
+    let user = bed
+        .carol
+        .wait_for(WAIT, |l| l.command == "311")
+        .await
+        .unwrap();
+    let expected = bridge_irc::config::BindPrefix::parse("127.0.0.0/8")
+        .unwrap()
+        .address_for("@alice:localhost");
+    assert_eq!(user.params[3], expected.to_string(), "{user:?}");
+    assert!(user.params[2].ends_with("alice"), "{user:?}");
+
+    // list: the portals alice is in.
+    bed.alice.send_text(&dm, "list").await.unwrap();
+    bed.bot_answer(&dm, &format!("{}: {}", channel.to_lowercase(), bed.room))
+        .await;
+
+    // username: checked, then used from the next connection.
+    bed.alice
+        .send_text(&dm, "username bad\u{7}name")
+        .await
+        .unwrap();
+    bed.bot_answer(&dm, "is not a valid user name").await;
+    bed.alice.send_text(&dm, "username trestleu").await.unwrap();
+    bed.bot_answer(&dm, "You will be trestleu on testnet").await;
+    bed.alice.send_text(&bed.room, "renamed").await.unwrap();
+    assert_eq!(bed.irc_line("PRIVMSG", "alice[m]").await.text(), "renamed");
+    bed.carol.send(&whois("alice[m]")).await.unwrap();
+    let user = bed
+        .carol
+        .wait_for(WAIT, |l| l.command == "311")
+        .await
+        .unwrap();
+    assert!(user.params[2].ends_with("trestleu"), "{user:?}");
+
+    // A quiet puppet is disconnected, and its next message connects it again.
+    bed.carol
+        .wait_for(WAIT, |l| {
+            l.command == "QUIT" && l.source_nick() == Some("alice[m]") && l.text().contains("Idle")
+        })
+        .await
+        .unwrap();
+    bed.alice.send_text(&bed.room, "back again").await.unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alice[m]").await.text(),
+        "back again"
+    );
+
+    // Members change while the bridge is down: on its return the room follows NAMES.
+    bed.bridge.stop().await;
+    let mut erin = IrcClient::connect(port, "erin").await.unwrap();
+    erin.join(&channel).await.unwrap();
+    bed.carol
+        .send(&format!("PART {channel} :gone"))
+        .await
+        .unwrap();
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    bed.matrix_event("@irc_testnet_erin:localhost", |e| {
+        e["type"] == "m.room.member" && e["content"]["membership"] == "join"
+    })
+    .await;
+    bed.matrix_event("@irc_testnet_carol:localhost", |e| {
+        e["type"] == "m.room.member" && e["content"]["membership"] == "leave"
+    })
+    .await;
+
+    // quit: alice is taken out of the portal and her puppet leaves the network.
+    bed.alice.send_text(&bed.room, "last words").await.unwrap();
+    erin.wait_for_privmsg(&channel, "last words", WAIT)
+        .await
+        .unwrap();
+    bed.alice.send_text(&dm, "quit").await.unwrap();
+    bed.bot_answer(&dm, "Disconnected you from testnet").await;
+    let kicked = bed
+        .matrix_event(BOT, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == "@alice:localhost"
+                && e["content"]["membership"] == "leave"
+        })
+        .await;
+    assert_eq!(kicked["content"]["reason"], "You quit testnet");
+    // The puppet parts as alice leaves the room, and quits the network.
+    let mut connected = true;
+    for _ in 0..50 {
+        erin.send("WHOIS alice[m]").await.unwrap();
+        let answer = erin
+            .wait_for(WAIT, |l| ["311", "401"].contains(&l.command.as_str()))
+            .await
+            .unwrap();
+        if answer.command == "401" {
+            connected = false;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!connected, "{}", bed.bridge.log());
+}

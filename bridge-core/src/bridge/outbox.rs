@@ -551,8 +551,14 @@ async fn message_content(
 ) -> Result<serde_json::Value, Undelivered> {
     let mut content = json!({ "msgtype": message.kind.msgtype(), "body": message.body });
     if let Some(html) = &message.html {
+        let html = crate::format::sanitize_html(html);
+        // Pills are intentional mentions (`m.mentions`): those users are notified.
+        let mentioned = crate::format::mentioned_users(&html);
+        if !mentioned.is_empty() {
+            content["m.mentions"] = json!({ "user_ids": mentioned });
+        }
         content["format"] = json!("org.matrix.custom.html");
-        content["formatted_body"] = json!(crate::format::sanitize_html(html));
+        content["formatted_body"] = json!(html);
     }
     if let Some(file) = &message.file {
         attach_file(shared, &mut content, message, file, attempts).await?;
