@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what Trestle's integration tests run against (Debian/Ubuntu):
 #   - Debian packages: inspircd atheme-services ngircd prosody prosody-modules (for
-#     mod_muc_moderation) eatmydata postgresql
+#     mod_muc_moderation) eatmydata postgresql openssl (test certificates)
 #     (plus python3-venv when python3 is the system /usr/bin/python3);
 #   - a Python venv with a pinned matrix-synapse, and one with a pinned schemathesis.
 #
@@ -27,7 +27,7 @@ set -euo pipefail
 
 SYNAPSE_VERSION=1.163.2
 SCHEMATHESIS_VERSION=4.32.5
-DEB_PACKAGES=(inspircd atheme-services ngircd prosody prosody-modules eatmydata postgresql)
+DEB_PACKAGES=(inspircd atheme-services ngircd prosody prosody-modules eatmydata postgresql openssl)
 
 die() { echo "install-deps: error: $*" >&2; exit 1; }
 say() { echo "install-deps: $*" >&2; }

@@ -604,6 +604,7 @@ impl Connector for IrcConnector {
             return Ok(());
         }
         network.sync_levels(channel).await;
+        network.queue_access(channel, None).await;
         Ok(())
     }
 

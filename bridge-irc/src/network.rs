@@ -65,7 +65,13 @@ struct Channel {
     /// Members (folded nicks) whose ghosts are in the room: everyone with `members: full`;
     /// with `lazy`, those who spoke.
     shown: HashSet<String>,
+    /// Which of the access modes (`i`, `k`, `s`, `p`) it has, once the server said.
+    access_modes: Option<String>,
 }
+
+/// Channel modes that say who may join (`i`nvite-only, `k`ey) and who may see it
+/// (`s`ecret, `p`rivate).
+const ACCESS_MODES: &str = "iksp";
 
 /// A member of a channel the bot is in.
 #[derive(Debug, Default, Clone)]
@@ -610,10 +616,29 @@ impl Network {
                 // no-op where the room has them already).
                 self.sync_members(&channel).await;
                 self.sync_levels(&channel).await;
+                // Its modes say who may join: asked now, mirrored on the answer (324).
+                if let Some(bot) = self.bot.borrow().clone()
+                    && let Err(error) = bot.queue(&Line::new("MODE", [channel.as_str()]))
+                {
+                    tracing::debug!(%channel, %error, "cannot ask a channel's modes");
+                }
                 let waiters = lock(&self.joins).remove(&channel).unwrap_or_default();
                 for waiter in waiters {
                     let _ = waiter.send(Ok(()));
                 }
+            }
+            "324" => {
+                let channel = self.fold(line.param(1));
+                let modes: String = line
+                    .param(2)
+                    .chars()
+                    .filter(|mode| ACCESS_MODES.contains(*mode))
+                    .collect();
+                lock(&self.channels)
+                    .entry(channel.clone())
+                    .or_default()
+                    .access_modes = Some(modes);
+                self.queue_access(&channel, timestamp).await;
             }
             "332" => {
                 let channel = self.fold(line.param(1));
@@ -824,7 +849,24 @@ impl Network {
     ) {
         let server = self.server();
         let mut changed: Vec<(String, i64)> = Vec::new();
+        let mut access_changed = false;
         for change in server.mode_changes(modes, args) {
+            if ACCESS_MODES.contains(change.mode) {
+                let mut channels = lock(&self.channels);
+                if let Some(access) = channels
+                    .get_mut(channel)
+                    .and_then(|entry| entry.access_modes.as_mut())
+                {
+                    let had = access.contains(change.mode);
+                    if change.adding && !had {
+                        access.push(change.mode);
+                    } else if !change.adding && had {
+                        access.retain(|mode| mode != change.mode);
+                    }
+                    access_changed |= had != change.adding;
+                }
+                continue;
+            }
             let (true, Some(target)) = (server.prefix_rank(change.mode).is_some(), change.arg)
             else {
                 continue;
@@ -856,6 +898,29 @@ impl Network {
                 self.queue_level(channel, &nick, level, timestamp).await;
             }
         }
+        if access_changed {
+            self.queue_access(channel, timestamp).await;
+        }
+    }
+
+    /// Queues the access of `channel` (folded) as its modes say, once known: `+i` or `+k`
+    /// make the room invite-only, `+s` or `+p` keep it out of the directory.
+    pub async fn queue_access(&self, channel: &str, timestamp: Option<i64>) {
+        let modes = lock(&self.channels)
+            .get(channel)
+            .and_then(|entry| entry.access_modes.clone());
+        let Some(modes) = modes else { return };
+        let event = RemoteEvent {
+            id: None,
+            // Not used: the bot sets access (a server may have set the modes).
+            sender: self.ghost(self.config.bot_nick.as_str()),
+            timestamp,
+            kind: RemoteEventKind::Access {
+                invite_only: modes.contains(['i', 'k']),
+                listed: !modes.contains(['s', 'p']),
+            },
+        };
+        self.queue(channel, event).await;
     }
 
     /// Queues the power level of every member of `channel` who has one.

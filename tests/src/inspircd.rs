@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use crate::certificates::TestCertificates;
 use crate::irc::{IrcClient, irc_ready, probe_nick};
 use crate::paths::{program, render_template, server_dir};
 use crate::process::{ServerProcess, free_port};
@@ -20,6 +21,8 @@ pub struct InspIrcd {
     ircd: ServerProcess,
     port: u16,
     dir: PathBuf,
+    /// The TLS listener's port and certificates, if it has one.
+    tls: Option<(u16, TestCertificates)>,
 }
 
 impl InspIrcd {
@@ -34,14 +37,37 @@ impl InspIrcd {
 
     /// Starts an InspIRCd and Atheme of their own, and waits until services have linked.
     pub async fn start() -> Result<InspIrcd> {
+        InspIrcd::start_with(false).await
+    }
+
+    /// [`InspIrcd::start`], with a TLS listener too ([`InspIrcd::tls_port`]), its
+    /// certificate for `localhost` signed by a CA of its own ([`InspIrcd::ca_file`]).
+    pub async fn start_with_tls() -> Result<InspIrcd> {
+        InspIrcd::start_with(true).await
+    }
+
+    async fn start_with(with_tls: bool) -> Result<InspIrcd> {
         let dir = server_dir("inspircd")?;
         let port = free_port()?;
         let services_port = free_port()?;
         let dir_text = dir.display().to_string();
+        let tls = match with_tls {
+            true => Some((free_port()?, TestCertificates::make(&dir, "localhost")?)),
+            false => None,
+        };
+        let tls_config = match &tls {
+            Some((tls_port, certificates)) => format!(
+                "<module name=\"ssl_gnutls\">\n<module name=\"sslinfo\">\n<sslprofile name=\"tls\" provider=\"gnutls\" certfile=\"{}\" keyfile=\"{}\" hash=\"sha256\" requestclientcert=\"no\">\n<bind address=\"127.0.0.1\" port=\"{tls_port}\" type=\"clients\" sslprofile=\"tls\">",
+                certificates.cert_file.display(),
+                certificates.key_file.display()
+            ),
+            None => String::new(),
+        };
         let values = [
             ("DIR", dir_text.as_str()),
             ("PORT", &port.to_string()),
             ("SERVICES_PORT", &services_port.to_string()),
+            ("TLS", &tls_config),
         ];
         render_template("inspircd.conf", &values, &dir.join("inspircd.conf"))?;
         render_template("atheme.conf", &values, &dir.join("atheme.conf"))?;
@@ -73,7 +99,20 @@ impl InspIrcd {
             ircd,
             port,
             dir,
+            tls,
         })
+    }
+
+    /// The TLS client port, if started with TLS.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|(port, _)| *port)
+    }
+
+    /// The CA that signed the TLS listener's certificate, if started with TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls
+            .as_ref()
+            .map(|(_, certificates)| certificates.ca_file.as_path())
     }
 
     /// The client port.

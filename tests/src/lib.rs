@@ -10,6 +10,7 @@
 //! `tests/install-deps.sh`, which the README's test command runs first.
 
 pub mod bridge_process;
+pub mod certificates;
 pub mod error;
 pub mod inspircd;
 pub mod irc;

@@ -1516,3 +1516,151 @@ async fn commands_list_username_and_quit_idle_puppets_part_and_members_resync() 
     }
     assert!(!connected, "{}", bed.bridge.log());
 }
+
+#[tokio::test]
+async fn a_network_over_tls_is_reached_with_its_own_ca_and_name_checked() {
+    use bridge_irc::connection::{ConnectError, ConnectOptions, Connection, FloodLimits};
+
+    let irc = InspIrcd::start_with_tls().await.unwrap();
+    let (plain, tls_port) = (irc.port(), irc.tls_port().unwrap());
+    let ca_file = irc.ca_file().unwrap().to_owned();
+
+    // What the bridge checks: the chain to a trusted CA, and the server's name.
+    let options = |host: &str, ca: Option<&std::path::Path>| ConnectOptions {
+        host: host.to_owned(),
+        port: tls_port,
+        tls: Some(std::sync::Arc::new(
+            bridge_irc::tls::client_config(ca).unwrap(),
+        )),
+        password: None,
+        nick: "tlsprobe".to_owned(),
+        username: "probe".to_owned(),
+        realname: "probe".to_owned(),
+        sasl: None,
+        flood: FloodLimits {
+            burst: 5,
+            per_second: 2.0,
+        },
+        ping_after: Duration::from_secs(120),
+        bind: None,
+    };
+    for (host, ca, why) in [
+        ("localhost", None, "a CA the system does not know"),
+        (
+            "127.0.0.1",
+            Some(ca_file.as_path()),
+            "a name the certificate does not give",
+        ),
+    ] {
+        match Connection::connect(&options(host, ca)).await {
+            Err(ConnectError::Unreachable { reason, .. }) => {
+                assert!(reason.starts_with("TLS"), "{why}: {reason}");
+            }
+            Err(other) => panic!("{why}: {other}"),
+            Ok(_) => panic!("{why}: connected"),
+        }
+    }
+
+    // The bridge on the TLS port, trusting the network's CA, named as its certificate.
+    let channel = unique_channel("tls");
+    let ca = ca_file.display().to_string();
+    let mut bed = bed_with(plain, &channel, "carol", None, |config| {
+        config.replace(
+            &format!("      host: \"127.0.0.1\"\n      port: {plain}\n      tls: false\n"),
+            &format!(
+                "      host: \"localhost\"\n      port: {tls_port}\n      tls: true\n      ca_file: \"{ca}\"\n"
+            ),
+        )
+    })
+    .await;
+    bed.alice.send_text(&bed.room, "over tls").await.unwrap();
+    assert_eq!(bed.irc_line("PRIVMSG", "alice[m]").await.text(), "over tls");
+    bed.carol.privmsg(&channel, "back in clear").await.unwrap();
+    bed.matrix_event("@irc_testnet_carol:localhost", |e| {
+        e["content"]["body"] == "back in clear"
+    })
+    .await;
+    // Both the bot and the puppet came in over TLS.
+    bed.carol.send("WHOIS alice[m]").await.unwrap();
+    let secure = bed
+        .carol
+        .wait_for(WAIT, |l| ["671", "318"].contains(&l.command.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(secure.command, "671", "{secure:?}");
+}
+
+/// The room's join rule and whether it is listed in the directory under the network, as
+/// `user` sees them.
+async fn access_of(user: &MatrixClient, room: &OwnedRoomId) -> (String, bool) {
+    let rules = user
+        .request(
+            reqwest::Method::GET,
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.join_rules/"),
+            None,
+        )
+        .await
+        .unwrap();
+    let listing = user
+        .request(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/publicRooms",
+            Some(&json!({ "include_all_networks": true, "limit": 100 })),
+        )
+        .await
+        .unwrap();
+    let listed = listing["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|entry| entry["room_id"] == room.as_str());
+    (rules["join_rule"].as_str().unwrap().to_owned(), listed)
+}
+
+/// Waits until the room's join rule is `rule` and, unless `None`, its listing `listed`.
+async fn wait_for_access(bed: &Bed, expected: (&str, Option<bool>)) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (rule, listed) = access_of(&bed.alice, &bed.room).await;
+        if rule == expected.0 && expected.1.is_none_or(|wanted| wanted == listed) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "access is ({rule}, {listed}), not {expected:?}\n{}",
+            bed.bridge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn channel_modes_say_who_may_join_the_room_and_whether_it_is_listed() {
+    let irc = InspIrcd::start().await.unwrap();
+    let channel = unique_channel("modes");
+    let mut bed = bed(irc.port(), &channel, "carol").await;
+    // carol made the channel, so she is its operator.
+    wait_for_access(&bed, ("public", Some(true))).await;
+    // +i and +k make the room invite-only; +s (or +p) takes it out of the directory.
+    // (Only the join rule is read back after a change: Synapse lists no invite-only room,
+    // and in this Synapse a room unlisted through the appservice list was not seen listed
+    // again, though the bridge's PUT was answered 200.)
+    for (change, expected) in [
+        ("+i", "invite"),
+        ("-i", "public"),
+        ("+k sesame", "invite"),
+        ("-k sesame", "public"),
+    ] {
+        bed.carol
+            .send(&format!("MODE {channel} {change}"))
+            .await
+            .unwrap();
+        wait_for_access(&bed, (expected, None)).await;
+    }
+    // Set while the bridge was away: read from the channel's modes (324) when it is back.
+    // (+s: through +i or +k the bot could not join again.)
+    bed.bridge.stop().await;
+    bed.carol.send(&format!("MODE {channel} +s")).await.unwrap();
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    wait_for_access(&bed, ("public", Some(false))).await;
+}

@@ -260,12 +260,21 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
     {
         return Ok(Vec::new());
     }
-    let ghost = shared.ensure_ghost_registered(&event.sender).await?;
-    let as_ghost = shared.matrix.as_user(&ghost);
     let ts = event
         .timestamp
         .and_then(|ts| UInt::try_from(ts).ok())
         .map(MilliSecondsSinceUnixEpoch);
+    // Access is the chat's, set by the bot: no ghost is needed (a server may set it).
+    if let RemoteEventKind::Access {
+        invite_only,
+        listed,
+    } = &event.kind
+    {
+        set_access(shared, &portal, *invite_only, *listed, ts).await?;
+        return Ok(Vec::new());
+    }
+    let ghost = shared.ensure_ghost_registered(&event.sender).await?;
+    let as_ghost = shared.matrix.as_user(&ghost);
     let txn = <&TransactionId>::from(row.txn_id.as_str());
     let sent: Option<OwnedEventId> = match &event.kind {
         RemoteEventKind::Leave { reason } => {
@@ -328,6 +337,8 @@ async fn deliver(shared: &Shared, row: &OutboxRow) -> Result<Vec<MappedEvent>, U
                 RemoteEventKind::PowerLevel { target, level } => {
                     set_power_level(shared, &portal, target, *level, ts).await?
                 }
+                // Handled above, by the bot alone.
+                RemoteEventKind::Access { .. } => None,
                 RemoteEventKind::Read { target } => {
                     let Some(target) = shared
                         .store
@@ -428,6 +439,44 @@ fn edit_content(new_content: serde_json::Value, body: &str, target: &EventId) ->
 
 /// Gives `target`'s ghost power level `level` in the portal's room, as the bot; `None`
 /// when it has that level already.
+/// Sets the room's join rule (`invite` or `public`) unless it has it, and its listing in
+/// the room directory under the network.
+async fn set_access(
+    shared: &Shared,
+    portal: &Portal,
+    invite_only: bool,
+    listed: bool,
+    ts: Option<MilliSecondsSinceUnixEpoch>,
+) -> Result<Option<OwnedEventId>, Undelivered> {
+    let bot = shared.matrix.bot();
+    let wanted = if invite_only { "invite" } else { "public" };
+    let current = bot
+        .room_state(&portal.room_id, "m.room.join_rules", "")
+        .await?;
+    let event = match current.as_ref().and_then(|c| c["join_rule"].as_str()) {
+        Some(rule) if rule == wanted => None,
+        _ => Some(
+            bot.send_state_event(
+                &portal.room_id,
+                &"m.room.join_rules".into(),
+                "",
+                &json!({ "join_rule": wanted }),
+                ts,
+            )
+            .await?,
+        ),
+    };
+    // The listing is the appservice's own (no state event); a refusal loses nothing that
+    // crosses, so it is logged rather than retried.
+    if let Err(error) = bot
+        .set_appservice_directory_visibility(shared.network, &portal.room_id, listed)
+        .await
+    {
+        tracing::warn!(room = %portal.room_id, %error, "cannot change the portal's directory listing");
+    }
+    Ok(event)
+}
+
 async fn set_power_level(
     shared: &Shared,
     portal: &Portal,

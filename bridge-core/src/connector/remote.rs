@@ -144,6 +144,16 @@ pub enum RemoteEventKind {
         /// Their new power level (0: none).
         level: i64,
     },
+    /// Who may join the chat, and whether it is listed, as the remote side has it now
+    /// (an IRC channel's +i, +k and +s). The bot sets the room's join rule (`invite` or
+    /// `public`; a no-op when it has it) and its listing in the room directory; the
+    /// event's sender is not used, and no ghost is made for it.
+    Access {
+        /// Only those invited may join.
+        invite_only: bool,
+        /// The room is listed in the directory under the network.
+        listed: bool,
+    },
 }
 
 impl RemoteEventKind {
@@ -160,6 +170,7 @@ impl RemoteEventKind {
             RemoteEventKind::Name { .. } => "name",
             RemoteEventKind::PowerLevel { .. } => "power_level",
             RemoteEventKind::Read { .. } => "read",
+            RemoteEventKind::Access { .. } => "access",
         }
     }
 }
