@@ -9,6 +9,9 @@ use std::collections::{HashMap, VecDeque};
 /// How many messages' texts are kept for substitutions: edits are of recent messages.
 const REMEMBERED: usize = 4096;
 
+/// The longest text kept: one IRC line's worth.
+const LONGEST_REMEMBERED: usize = 512;
+
 /// The text last said on IRC for recent Matrix messages (by event id), for substitutions.
 /// Kept in memory only: after a restart, an edit of an older message is a correction.
 #[derive(Debug, Default)]
@@ -20,6 +23,11 @@ pub struct RecentTexts {
 impl RecentTexts {
     /// Remembers `text` as what message `event_id` says now, forgetting the oldest.
     pub fn remember(&mut self, event_id: &str, text: &str) {
+        // Only what a substitution can be made of: one line of IRC.
+        if text.contains('\n') || text.len() > LONGEST_REMEMBERED {
+            self.texts.remove(event_id);
+            return;
+        }
         if self
             .texts
             .insert(event_id.to_owned(), text.to_owned())
@@ -72,11 +80,13 @@ pub fn substitution(old: &str, new: &str) -> Option<String> {
     }
     let from: String = old_chars[start..old_chars.len() - after].iter().collect();
     let to: String = new_chars[start..new_chars.len() - after].iter().collect();
-    let from = from.trim();
-    if from.is_empty() {
+    let (from, to) = (from.trim(), to.trim());
+    // Readers apply it to the first match: it must name one place, and `/` would make it
+    // unreadable.
+    if from.is_empty() || old.matches(from).count() != 1 || from.contains('/') || to.contains('/') {
         return None;
     }
-    let rendered = format!("s/{from}/{}/", to.trim());
+    let rendered = format!("s/{from}/{to}/");
     (rendered.chars().count() < new.chars().count() + 2).then_some(rendered)
 }
 
@@ -122,6 +132,8 @@ mod tests {
         assert_eq!(texts.get("$e0"), None);
         assert_eq!(texts.get("$e1"), Some("edited"));
         assert_eq!(texts.order.len(), REMEMBERED);
+        texts.remember("$e1", "two\nlines");
+        assert_eq!(texts.get("$e1"), None);
     }
 
     #[test]
@@ -134,6 +146,15 @@ mod tests {
         // As long as the correction: the correction is clearer.
         assert_eq!(
             substitution("it works on my machine today", "it works on my machine"),
+            None
+        );
+        // A word that occurs twice, or a slash: which one would be unclear.
+        assert_eq!(
+            substitution("the cat and the big dog", "the cat and a big dog"),
+            None
+        );
+        assert_eq!(
+            substitution("see a/b for details", "see a/c for details"),
             None
         );
         // Text added only at the start of an empty old word range.

@@ -550,6 +550,11 @@ impl Network {
                 if !self.server().is_channel(target) || self.is_ours(&nick) || nick.is_empty() {
                     return;
                 }
+                // Typing would bring a ghost into the room; with `members: lazy` only one
+                // already shown types.
+                if !self.is_shown(&self.fold(target), &nick) {
+                    return;
+                }
                 // Typing is shown at once and never waits in the queue: it must not hold
                 // up the messages behind it.
                 let bridge = self.bridge().clone();
@@ -661,6 +666,8 @@ impl Network {
                     .or_default()
                     .topic = Some(topic.clone());
                 if !self.is_ours(&nick) {
+                    // The setter's ghost sets the topic, so it is in the room from now on.
+                    self.show_speaker(&channel, &nick).await;
                     let event = RemoteEvent {
                         id: line.tag("msgid").map(str::to_owned),
                         sender: self.ghost(&nick),
@@ -820,7 +827,9 @@ impl Network {
 
     /// Queues `nick`'s new power level in `channel`.
     async fn queue_level(&self, channel: &str, nick: &str, level: i64, timestamp: Option<i64>) {
-        if !self.is_shown(channel, nick) {
+        // A rank is given only to a ghost in the room; taken always (a nick's ghost is
+        // its next owner's too).
+        if level != 0 && !self.is_shown(channel, nick) {
             return;
         }
         // The target stands as the sender too: a mode may come from a server or services,
@@ -1383,14 +1392,19 @@ impl Network {
             .bind_prefix
             .map(|prefix| prefix.address_for(user.as_str()));
         self.connect_slot().await;
-        let (connection, events) = self.connect(&options).await.map_err(|error| match error {
-            ConnectError::Unreachable { .. } | ConnectError::Timeout | ConnectError::Refused(_) => {
-                ConnectorError::Retry(error.to_string())
-            }
-            ConnectError::NoNick(_) | ConnectError::Sasl(_) => {
-                ConnectorError::Refused(error.to_string())
-            }
-        })?;
+        // A puppet's failure (its bind address, its login) says nothing of the server:
+        // only the bot moves the network on to the next one.
+        let (connection, events) =
+            Connection::connect(&options)
+                .await
+                .map_err(|error| match error {
+                    ConnectError::Unreachable { .. }
+                    | ConnectError::Timeout
+                    | ConnectError::Refused(_) => ConnectorError::Retry(error.to_string()),
+                    ConnectError::NoNick(_) | ConnectError::Sasl(_) => {
+                        ConnectorError::Refused(error.to_string())
+                    }
+                })?;
         let nick = connection.nick();
         tracing::info!(network = %self.name(), %user, %nick, "puppet connected");
         self.identify(&connection, user, &login).await;

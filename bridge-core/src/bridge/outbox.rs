@@ -428,6 +428,11 @@ async fn set_state(
 /// behind a `* ` fallback for clients without edits.
 fn edit_content(new_content: serde_json::Value, body: &str, target: &EventId) -> serde_json::Value {
     let mut content = new_content.clone();
+    // Those mentioned were notified by the message already: the edit itself mentions
+    // nobody (the full list stays in `m.new_content`).
+    if content.get("m.mentions").is_some() {
+        content["m.mentions"] = json!({});
+    }
     content["body"] = json!(format!("* {body}"));
     if let Some(html) = content.get("formatted_body").and_then(|h| h.as_str()) {
         content["formatted_body"] = json!(format!("* {html}"));
@@ -437,10 +442,10 @@ fn edit_content(new_content: serde_json::Value, body: &str, target: &EventId) ->
     content
 }
 
-/// Gives `target`'s ghost power level `level` in the portal's room, as the bot; `None`
-/// when it has that level already.
 /// Sets the room's join rule (`invite` or `public`) unless it has it, and its listing in
-/// the room directory under the network.
+/// the room directory under the network; `None` when the join rule was right. Only rooms
+/// the bridge made follow the remote side: a linked room keeps the access its admins gave
+/// it, and is never published by the bridge.
 async fn set_access(
     shared: &Shared,
     portal: &Portal,
@@ -449,6 +454,14 @@ async fn set_access(
     ts: Option<MilliSecondsSinceUnixEpoch>,
 ) -> Result<Option<OwnedEventId>, Undelivered> {
     let bot = shared.matrix.bot();
+    let create = bot
+        .room_state_event(&portal.room_id, "m.room.create", "")
+        .await?;
+    let creator = create.as_ref().and_then(|event| event["sender"].as_str());
+    if creator != Some(shared.matrix.bot_user_id().as_str()) {
+        tracing::debug!(room = %portal.room_id, "a room the bridge did not make keeps its own access");
+        return Ok(None);
+    }
     let wanted = if invite_only { "invite" } else { "public" };
     let current = bot
         .room_state(&portal.room_id, "m.room.join_rules", "")
@@ -477,6 +490,8 @@ async fn set_access(
     Ok(event)
 }
 
+/// Gives `target`'s ghost power level `level` in the portal's room, as the bot; `None`
+/// when it has that level already.
 async fn set_power_level(
     shared: &Shared,
     portal: &Portal,
