@@ -62,8 +62,8 @@ struct Channel {
     topic: Option<String>,
     /// Members by folded nick.
     members: HashMap<String, Member>,
-    /// Members (folded nicks) whose ghosts are in the room: everyone with `members: full`;
-    /// with `lazy`, those who spoke.
+    /// With `members: lazy`, the members (folded nicks) whose ghosts are in the room:
+    /// those who spoke. (With `full`, every member's ghost is.)
     shown: HashSet<String>,
     /// Which of the access modes (`i`, `k`, `s`, `p`) it has, once the server said.
     access_modes: Option<String>,
@@ -948,6 +948,9 @@ impl Network {
 
     /// Whether `nick`'s ghost is in the room of `channel` (folded).
     fn is_shown(&self, channel: &str, nick: &str) -> bool {
+        if self.config.members == MemberSync::Full {
+            return true;
+        }
         let folded = self.fold(nick);
         lock(&self.channels)
             .get(channel)
@@ -964,19 +967,15 @@ impl Network {
         timestamp: Option<i64>,
         kind: RemoteEventKind,
     ) {
-        let folded = self.fold(nick);
-        {
-            let mut channels = lock(&self.channels);
-            let shown = &mut channels.entry(channel.to_owned()).or_default().shown;
-            let show = match kind {
-                RemoteEventKind::Join if self.config.members == MemberSync::Lazy => false,
-                RemoteEventKind::Join => {
-                    shown.insert(folded);
-                    true
-                }
-                _ => shown.remove(&folded) || self.config.members == MemberSync::Full,
+        if self.config.members == MemberSync::Lazy {
+            let folded = self.fold(nick);
+            let shown = match kind {
+                RemoteEventKind::Join => false,
+                _ => lock(&self.channels)
+                    .get_mut(channel)
+                    .is_some_and(|state| state.shown.remove(&folded)),
             };
-            if !show {
+            if !shown {
                 return;
             }
         }
@@ -1020,7 +1019,7 @@ impl Network {
         let portal = match bridge.portal(&portal_id(self.name(), channel)).await {
             Ok(Some(portal)) => portal,
             // A new portal's room is made with the members of the list.
-            Ok(None) => return self.show_all(channel),
+            Ok(None) => return,
             Err(error) => {
                 tracing::warn!(%channel, %error, "cannot read a portal to sync its members");
                 return;
@@ -1059,10 +1058,10 @@ impl Network {
             .filter(|(folded, _)| full && !ghosts.contains(folded))
             .map(|(_, nick)| nick.clone())
             .collect();
-        if let Some(state) = lock(&self.channels).get_mut(channel) {
+        if !full && let Some(state) = lock(&self.channels).get_mut(channel) {
             state.shown = members
                 .iter()
-                .filter(|(folded, _)| full || ghosts.contains(folded))
+                .filter(|(folded, _)| ghosts.contains(folded))
                 .map(|(folded, _)| folded.clone())
                 .collect();
         }
@@ -1092,17 +1091,6 @@ impl Network {
                 kind: RemoteEventKind::Join,
             };
             self.queue(channel, event).await;
-        }
-    }
-
-    /// With `members: full`, marks every member of `channel` (folded) shown: its new
-    /// portal's room is made with them.
-    fn show_all(&self, channel: &str) {
-        if self.config.members != MemberSync::Full {
-            return;
-        }
-        if let Some(state) = lock(&self.channels).get_mut(channel) {
-            state.shown = state.members.keys().cloned().collect();
         }
     }
 

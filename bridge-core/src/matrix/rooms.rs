@@ -96,17 +96,7 @@ impl UserHandle {
         &self,
         alias: &RoomAliasId,
     ) -> Result<Option<OwnedRoomId>, MatrixError> {
-        let request = ApiRequest::new(
-            Method::GET,
-            vec![
-                "_matrix",
-                "client",
-                "v3",
-                "directory",
-                "room",
-                alias.as_str(),
-            ],
-        );
+        let request = alias_request(Method::GET, alias);
         match self.send::<RoomAnswer>(request).await {
             Ok(answer) => Ok(Some(answer.room_id)),
             Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
@@ -121,18 +111,7 @@ impl UserHandle {
         room: &RoomId,
     ) -> Result<(), MatrixError> {
         let body = json!({ "room_id": room });
-        let request = ApiRequest::new(
-            Method::PUT,
-            vec![
-                "_matrix",
-                "client",
-                "v3",
-                "directory",
-                "room",
-                alias.as_str(),
-            ],
-        )
-        .json(&body);
+        let request = alias_request(Method::PUT, alias).json(&body);
         match self.send::<serde_json::Value>(request).await {
             Ok(_) => Ok(()),
             Err(MatrixError::Api { source, .. }) if source.status == StatusCode::CONFLICT => Ok(()),
@@ -142,17 +121,7 @@ impl UserHandle {
 
     /// Removes `alias`; one that does not exist is no error.
     pub async fn delete_alias(&self, alias: &RoomAliasId) -> Result<(), MatrixError> {
-        let request = ApiRequest::new(
-            Method::DELETE,
-            vec![
-                "_matrix",
-                "client",
-                "v3",
-                "directory",
-                "room",
-                alias.as_str(),
-            ],
-        );
+        let request = alias_request(Method::DELETE, alias);
         match self.send::<serde_json::Value>(request).await {
             Ok(_) => Ok(()),
             Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(()),
@@ -284,4 +253,19 @@ pub fn power_level_of(levels: &serde_json::Value, user: &UserId) -> i64 {
         .as_i64()
         .or_else(|| levels["users_default"].as_i64())
         .unwrap_or(0)
+}
+
+/// A request on `alias` in the room directory (`/directory/room/{roomAlias}`).
+fn alias_request(method: Method, alias: &RoomAliasId) -> ApiRequest<'_> {
+    ApiRequest::new(
+        method,
+        vec![
+            "_matrix",
+            "client",
+            "v3",
+            "directory",
+            "room",
+            alias.as_str(),
+        ],
+    )
 }
