@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use bridge_core::config::{NetworkConfig, Problem};
+
+use crate::ids::{CHANNEL, NICK, NameTemplate};
 use serde::Deserialize;
 
 /// Port of IRC over TLS (RFC 7194).
@@ -25,6 +27,14 @@ pub struct IrcConfig {
 pub struct IrcNetwork {
     /// Short name, used in ids, aliases and commands (`libera`).
     pub name: String,
+    /// Ghosts' localparts after the appservice's `ghost_prefix`: `{nick}` (escaped) and
+    /// optionally `{network}`.
+    #[serde(default = "default_ghost_template")]
+    pub ghost_template: String,
+    /// Portal aliases after the appservice's `alias_prefix`: `{channel}` and optionally
+    /// `{network}`.
+    #[serde(default = "default_alias_template")]
+    pub alias_template: String,
     /// Host name of the IRC server.
     pub host: String,
     /// Port of the IRC server.
@@ -195,6 +205,14 @@ pub struct ChannelMapping {
     pub channel: String,
 }
 
+fn default_ghost_template() -> String {
+    "{network}_{nick}".to_owned()
+}
+
+fn default_alias_template() -> String {
+    "{network}_{channel}".to_owned()
+}
+
 fn default_port() -> u16 {
     DEFAULT_PORT
 }
@@ -253,8 +271,13 @@ impl NetworkConfig for IrcConfig {
             r#"# The IRC side.
 irc:
   # The IRC networks to bridge. Each has:
-  # - `name`: lowercase letters, digits and '-'; in ids and aliases
-  #   (`#irc_<name>_#channel`, `@irc_<name>_<nick>`);
+  # - `name`: lowercase letters, digits and '-'; in ids, aliases and commands;
+  # - `ghost_template` (default "{ghost}"): ghosts' ids after the appservice's
+  #   `ghost_prefix`, so `@irc_libera_alice`; `{{nick}}` is the nick (escaped), `{{network}}`
+  #   the name, and the rest may hold a-z, 0-9 and . _ = -;
+  # - `alias_template` (default "{alias}"): portal aliases after `alias_prefix`, so
+  #   `#irc_libera_#rust`, with `{{channel}}` and `{{network}}` alike. Networks' templates
+  #   must not overlap; changing one later gives the network new ghosts and aliases;
   # - `host`, `port` (default {port}) and `tls` (default true); `ca_file`, a PEM file of
   #   CA certificates to trust instead of the system's; `password`, the server password;
   # - `fallback_servers` (default none): more servers of the network, each a `host` and
@@ -287,6 +310,8 @@ irc:
   networks: []
 "#,
             port = DEFAULT_PORT,
+            ghost = default_ghost_template(),
+            alias = default_alias_template(),
             bot = default_bot_nick(),
             suffix = default_nick_suffix(),
             burst = default_burst(),
@@ -300,8 +325,11 @@ irc:
     fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut names = HashSet::new();
+        // Each network's parsed templates, to check no two overlap.
+        let mut templates: Vec<(&str, [Option<NameTemplate>; 2])> = Vec::new();
         for (index, network) in self.networks.iter().enumerate() {
             let at = |key: &str| format!("networks[{index}].{key}");
+            let problems_before = problems.len();
             if network.name.is_empty() {
                 problems.push(Problem::new(at("name"), "must not be empty"));
             } else if !network
@@ -319,6 +347,33 @@ irc:
                     format!("`{}` names another network already", network.name),
                 ));
             }
+            // Templates are read with the name filled in: only once it is a valid one.
+            let name_valid = problems.len() == problems_before;
+            let mut parsed = [None, None];
+            for (slot, (key, template, placeholder)) in [
+                ("ghost_template", &network.ghost_template, NICK),
+                ("alias_template", &network.alias_template, CHANNEL),
+            ]
+            .into_iter()
+            .enumerate()
+            .filter(|_| name_valid)
+            {
+                match NameTemplate::parse(template, placeholder, &network.name) {
+                    Ok(ours) => {
+                        if let Some((other, _)) = templates.iter().find(|(_, theirs)| {
+                            theirs[slot].as_ref().is_some_and(|t| t.overlaps(&ours))
+                        }) {
+                            problems.push(Problem::new(
+                                at(key),
+                                format!("a name could be network `{other}`'s too: make the text before {placeholder}, or after it, differ from that network's"),
+                            ));
+                        }
+                        parsed[slot] = Some(ours);
+                    }
+                    Err(reason) => problems.push(Problem::new(at(key), reason)),
+                }
+            }
+            templates.push((&network.name, parsed));
             if network.host.trim().is_empty() {
                 problems.push(Problem::new(at("host"), "must not be empty"));
             }
@@ -419,6 +474,8 @@ mod tests {
     fn network(name: &str, host: &str, port: u16) -> IrcNetwork {
         IrcNetwork {
             name: name.to_owned(),
+            ghost_template: default_ghost_template(),
+            alias_template: default_alias_template(),
             host: host.to_owned(),
             port,
             tls: true,
@@ -457,11 +514,15 @@ mod tests {
         bad.password = Some("a\r\nQUIT".to_owned());
         bad.lines_per_second = 0.0;
         bad.bind_prefix = Some("10.0.0.0/32".to_owned());
+        let mut overlapping = network("oftc", "irc.oftc.net", 6697);
+        overlapping.ghost_template = "{network}".to_owned();
+        overlapping.alias_template = "libera_{channel}".to_owned();
         let config = IrcConfig {
             networks: vec![
                 network("libera", "irc.libera.chat", 6697),
                 network("libera", "irc.example.org", 0),
                 bad,
+                overlapping,
             ],
         };
         let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
@@ -476,6 +537,8 @@ mod tests {
                 "networks[2].bot_nick: must be a valid IRC nick (a letter or one of []\\`_^{|} first, then also digits and '-')",
                 "networks[2].lines_per_second: must be above 0",
                 "networks[2].password: must not contain CR, LF or NUL",
+                "networks[3].ghost_template: must contain {nick}",
+                "networks[3].alias_template: a name could be network `libera`'s too: make the text before {channel}, or after it, differ from that network's",
             ]
         );
         assert!(IrcConfig::default().validate().is_empty());

@@ -18,7 +18,7 @@ use crate::config::{EditStyle, IrcConfig, is_valid_nick};
 use crate::connection::Sasl;
 use crate::edits::substitution;
 use crate::formatting::IrcMarkup;
-use crate::ids::{ghost_id, ghost_id_of_localpart, ghost_localpart, split_id};
+use crate::ids::{ghost_id, ghost_localpart, nick_of_localpart, split_id};
 use crate::line::Line;
 use crate::network::{MAX_USERNAME_LEN, Network, is_valid_username, send_lines};
 use crate::split::{payload_limit, split_message};
@@ -332,18 +332,27 @@ impl Connector for IrcConnector {
     }
 
     fn ghost_localpart(&self, id: &str) -> String {
-        ghost_localpart(id)
+        match split_id(id).and_then(|(name, nick)| Some((self.networks.get(name)?, nick))) {
+            Some((network, nick)) => ghost_localpart(&network.ghost_template, nick),
+            // Not one of ours: escaped whole, so it reads back as no ghost of ours.
+            None => bridge_core::bridge::ids::escape_localpart(id),
+        }
     }
 
     fn ghost_id(&self, localpart: &str) -> Option<String> {
-        ghost_id_of_localpart(localpart)
+        // Config checks keep templates apart: at most one network reads it.
+        self.networks.values().find_map(|network| {
+            let nick = nick_of_localpart(&network.ghost_template, localpart)?;
+            Some(ghost_id(network.name(), &nick))
+        })
     }
 
     async fn resolve_portal(&self, suffix: &str) -> Result<Option<PortalInfo>, ConnectorError> {
-        let Some((name, channel)) = suffix.split_once('_') else {
-            return Ok(None);
-        };
-        let Some(network) = self.networks.get(name) else {
+        let Some((network, channel)) = self
+            .networks
+            .values()
+            .find_map(|network| Some((network, network.channel_of_alias(suffix)?)))
+        else {
             return Ok(None);
         };
         match network.open_channel(channel).await {

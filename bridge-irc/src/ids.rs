@@ -2,10 +2,11 @@
 //!
 //! - A portal's remote id is `<network>/<channel>`, the channel folded with the
 //!   network's CASEMAPPING, so `#Rust` and `#rust` are one portal; its alias is
-//!   `#<alias prefix><network>_<channel>`.
+//!   `#<alias prefix>` and the network's alias template (`{network}_{channel}`).
 //! - A ghost's remote id is `<network>/<nick>`, the nick folded likewise; its localpart
-//!   is `<ghost prefix><network>_<nick>`, the nick escaped with the spec's reversible
-//!   mapping. Network names have no `_` and no `/`, so both read back unambiguously.
+//!   is `<ghost prefix>` and the network's ghost template (`{network}_{nick}`), the nick
+//!   escaped with the spec's reversible mapping. Config checks keep the networks'
+//!   templates apart, so every localpart and alias reads back to one network.
 //! - A Matrix user's nick comes from their display name, reduced to what IRC allows.
 
 use bridge_core::bridge::ids::{escape_localpart, unescape_localpart};
@@ -32,25 +33,79 @@ pub fn split_id(id: &str) -> Option<(&str, &str)> {
     id.split_once('/')
 }
 
-/// The localpart (after the ghost prefix) of ghost id `id`.
-pub fn ghost_localpart(id: &str) -> String {
-    match split_id(id) {
-        Some((network, nick)) => format!("{network}_{}", escape_localpart(nick)),
-        // Not one of ours: escaped whole, so it still reads back.
-        None => escape_localpart(id),
+/// A network's spelling of one kind of name in Matrix: the text before and after the
+/// placeholder (`{nick}` or `{channel}`) of its template, with `{network}` filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTemplate {
+    before: String,
+    after: String,
+}
+
+/// The placeholder of a ghost template.
+pub const NICK: &str = "{nick}";
+/// The placeholder of an alias template.
+pub const CHANNEL: &str = "{channel}";
+
+impl NameTemplate {
+    /// Reads `template` for `network`: `placeholder` exactly once, and around it only
+    /// `{network}` and what a localpart may hold (`a-z 0-9 . _ = -`).
+    pub fn parse(template: &str, placeholder: &str, network: &str) -> Result<NameTemplate, String> {
+        let filled = template.replace("{network}", network);
+        let Some((before, after)) = filled.split_once(placeholder) else {
+            return Err(format!("must contain {placeholder}"));
+        };
+        if after.contains(placeholder) {
+            return Err(format!("must contain {placeholder} only once"));
+        }
+        let literal = format!("{before}{after}");
+        if let Some(bad) = literal
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "._=-".contains(*c)))
+        {
+            return Err(format!(
+                "{bad:?} is not allowed: besides {placeholder} and {{network}}, use only a-z, 0-9 and . _ = -"
+            ));
+        }
+        Ok(NameTemplate {
+            before: before.to_owned(),
+            after: after.to_owned(),
+        })
+    }
+
+    /// The template with `name` in its place.
+    pub fn render(&self, name: &str) -> String {
+        format!("{}{name}{}", self.before, self.after)
+    }
+
+    /// The name in `text`, if `text` is this template filled with a non-empty name.
+    pub fn read<'a>(&self, text: &'a str) -> Option<&'a str> {
+        text.strip_prefix(self.before.as_str())?
+            .strip_suffix(self.after.as_str())
+            .filter(|name| !name.is_empty())
+    }
+
+    /// Whether some text could be read by both templates, which would make it mean two
+    /// networks' names. None can when neither's start begins the other's, or neither's
+    /// end ends the other's.
+    pub fn overlaps(&self, other: &NameTemplate) -> bool {
+        let starts = self.before.starts_with(other.before.as_str())
+            || other.before.starts_with(self.before.as_str());
+        let ends = self.after.ends_with(other.after.as_str())
+            || other.after.ends_with(self.after.as_str());
+        starts && ends
     }
 }
 
-/// The ghost id behind a localpart (after the ghost prefix), if it is one
-/// [`ghost_localpart`] gives.
-pub fn ghost_id_of_localpart(localpart: &str) -> Option<String> {
-    let (network, escaped) = localpart.split_once('_')?;
-    let valid_network = !network.is_empty()
-        && network
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let nick = unescape_localpart(escaped)?;
-    (valid_network && is_valid_nick(&nick)).then(|| ghost_id(network, &nick))
+/// The localpart (after the ghost prefix) of `nick` (folded) under `template`.
+pub fn ghost_localpart(template: &NameTemplate, nick: &str) -> String {
+    template.render(&escape_localpart(nick))
+}
+
+/// The nick behind `localpart` (after the ghost prefix), if it is one
+/// [`ghost_localpart`] gives with `template`.
+pub fn nick_of_localpart(template: &NameTemplate, localpart: &str) -> Option<String> {
+    let nick = unescape_localpart(template.read(localpart)?)?;
+    is_valid_nick(&nick).then_some(nick)
 }
 
 /// Whether `name` may be a channel name: a channel prefix, then no space, comma, BEL or
@@ -135,20 +190,56 @@ pub fn parse_server_time(time: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    fn template(text: &str, placeholder: &str) -> NameTemplate {
+        NameTemplate::parse(text, placeholder, "libera").unwrap()
+    }
+
     #[test]
     fn ghost_localparts_read_back() {
-        for nick in ["alice", "bob_smith", "x{y}|z", "Q"] {
-            let id = ghost_id("libera", nick);
-            let localpart = ghost_localpart(&id);
-            assert_eq!(ghost_id_of_localpart(&localpart), Some(id), "{localpart}");
+        let default = template("{network}_{nick}", NICK);
+        let suffixed = template("{nick}.{network}", NICK);
+        for template in [&default, &suffixed] {
+            for nick in ["alice", "bob_smith", "x{y}|z", "Q"] {
+                let localpart = ghost_localpart(template, nick);
+                assert_eq!(
+                    nick_of_localpart(template, &localpart).as_deref(),
+                    Some(nick),
+                    "{localpart}"
+                );
+            }
         }
-        assert_eq!(ghost_localpart("libera/bob_smith"), "libera_bob__smith");
-        assert_eq!(ghost_localpart("libera/x{y}"), "libera_x=7by=7d");
-        // Not a nick, not a network, or not canonical: no ghost.
-        assert_eq!(ghost_id_of_localpart("libera_9lives"), None);
-        assert_eq!(ghost_id_of_localpart("Libera_alice"), None);
-        assert_eq!(ghost_id_of_localpart("libera_=61lice"), None);
-        assert_eq!(ghost_id_of_localpart("nonetwork"), None);
+        assert_eq!(ghost_localpart(&default, "bob_smith"), "libera_bob__smith");
+        assert_eq!(ghost_localpart(&default, "x{y}"), "libera_x=7by=7d");
+        assert_eq!(ghost_localpart(&suffixed, "Q"), "_q.libera");
+        // Not a nick, not this network, or not canonical: no ghost.
+        assert_eq!(nick_of_localpart(&default, "libera_9lives"), None);
+        assert_eq!(nick_of_localpart(&default, "oftc_alice"), None);
+        assert_eq!(nick_of_localpart(&default, "libera_=61lice"), None);
+        assert_eq!(nick_of_localpart(&default, "libera_"), None);
+        assert_eq!(nick_of_localpart(&suffixed, "alice.oftc"), None);
+    }
+
+    #[test]
+    fn templates_are_checked_and_kept_apart() {
+        for (bad, why) in [
+            ("{network}", "must contain {nick}"),
+            ("{nick}{nick}", "only once"),
+            ("{network}_{nick}:x", "':' is not allowed"),
+            ("Big_{nick}", "'B' is not allowed"),
+        ] {
+            let error = NameTemplate::parse(bad, NICK, "libera").unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        let of = |text: &str, network: &str| NameTemplate::parse(text, NICK, network).unwrap();
+        // The default keeps networks apart unless one's name and `_` begins another's.
+        assert!(!of("{network}_{nick}", "libera").overlaps(&of("{network}_{nick}", "oftc")));
+        assert!(of("{network}_{nick}", "a").overlaps(&of("a_{nick}", "b")));
+        // A shared start is fine when the ends differ.
+        assert!(!of("{nick}.{network}", "libera").overlaps(&of("{nick}.{network}", "oftc")));
+        assert!(of("{nick}", "libera").overlaps(&of("{nick}.{network}", "oftc")));
+        let alias = NameTemplate::parse("{network}_{channel}", CHANNEL, "libera").unwrap();
+        assert_eq!(alias.render("#rust"), "libera_#rust");
+        assert_eq!(alias.read("libera_#rust"), Some("#rust"));
     }
 
     #[test]

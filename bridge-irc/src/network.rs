@@ -30,7 +30,10 @@ use crate::config::{BindPrefix, EditStyle, IrcNetwork, MemberSync, is_valid_nick
 use crate::connection::{ConnectError, ConnectOptions, Connection, FloodLimits, Sasl, SendError};
 use crate::edits::RecentTexts;
 use crate::formatting::{irc_to_html_mentioning, strip_formatting};
-use crate::ids::{direct_id, ghost_id, is_valid_channel, nick_for, parse_server_time, portal_id};
+use crate::ids::{
+    CHANNEL, NICK, NameTemplate, direct_id, ghost_id, is_valid_channel, nick_for,
+    parse_server_time, portal_id,
+};
 use crate::isupport::ServerInfo;
 use crate::line::Line;
 use crate::netsplit::{HeldQuit, Splits};
@@ -145,6 +148,9 @@ pub struct Network {
     servers: Vec<(String, u16)>,
     server_in_use: std::sync::atomic::AtomicUsize,
     bind_prefix: Option<BindPrefix>,
+    /// How its ghosts' localparts and its portals' aliases are spelled.
+    pub ghost_template: NameTemplate,
+    alias_template: NameTemplate,
     bridge: OnceLock<BridgeHandle>,
     /// The bot's connection while it is up.
     bot: tokio::sync::watch::Sender<Option<Connection>>,
@@ -220,7 +226,13 @@ impl Network {
             .map(BindPrefix::parse)
             .transpose()
             .map_err(|reason| anyhow::anyhow!("bind_prefix: {reason}"))?;
+        let ghost_template = NameTemplate::parse(&config.ghost_template, NICK, &config.name)
+            .map_err(|reason| anyhow::anyhow!("ghost_template: {reason}"))?;
+        let alias_template = NameTemplate::parse(&config.alias_template, CHANNEL, &config.name)
+            .map_err(|reason| anyhow::anyhow!("alias_template: {reason}"))?;
         Ok(Network {
+            ghost_template,
+            alias_template,
             servers,
             server_in_use: std::sync::atomic::AtomicUsize::new(0),
             bind_prefix,
@@ -247,6 +259,12 @@ impl Network {
     /// The network's name.
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The channel an alias suffix (after the alias prefix) names, if it is this
+    /// network's spelling.
+    pub fn channel_of_alias<'a>(&self, suffix: &'a str) -> Option<&'a str> {
+        self.alias_template.read(suffix)
     }
 
     fn bridge(&self) -> &BridgeHandle {
@@ -1174,7 +1192,7 @@ impl Network {
             topic: state
                 .and_then(|s| s.topic.clone())
                 .filter(|t| !t.is_empty()),
-            alias_suffix: Some(format!("{}_{folded}", self.name())),
+            alias_suffix: Some(self.alias_template.render(&folded)),
             public: true,
             members,
             ..PortalInfo::default()

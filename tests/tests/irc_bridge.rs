@@ -1664,3 +1664,94 @@ async fn channel_modes_say_who_may_join_the_room_and_whether_it_is_listed() {
     bed.bridge.start(&bed.synapse.url()).await.unwrap();
     wait_for_access(&bed, ("public", Some(false))).await;
 }
+
+/// Two networks in one bridge, the second with its own ghost and alias templates: each
+/// network's names lead to its own server, and the default spelling does not reach the
+/// templated network.
+#[tokio::test]
+async fn networks_keep_their_own_ghost_and_alias_templates() {
+    let inspircd = InspIrcd::shared().await.unwrap();
+    let ngircd = Ngircd::shared().await.unwrap();
+    let channel = unique_channel("templates");
+    let mut carol = inspircd.client("carol").await.unwrap();
+    carol.join(&channel).await.unwrap();
+    let mut dan = ngircd.client("dan").await.unwrap();
+    dan.join(&channel).await.unwrap();
+    let templates = "    - name: \"ng\"\n      ghost_template: \"{network}-{nick}\"\n      alias_template: \"{network}.{channel}\"\n";
+    let (mut bridge, registration) = irc_bridge_for(
+        &[(NETWORK, inspircd.port()), ("ng", ngircd.port())],
+        "",
+        None,
+        |config| config.replace("    - name: \"ng\"\n", templates),
+    )
+    .unwrap();
+    let synapse = Synapse::start(&[registration]).await.unwrap();
+    bridge.start(&synapse.url()).await.unwrap();
+    let alice = synapse
+        .register_user("alice", "alice-password", false)
+        .await
+        .unwrap();
+
+    let default_room = alice
+        .join(&format!("#irc_{NETWORK}_{channel}:localhost"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bridge.log()));
+    let templated_room = alice
+        .join(&format!("#irc_ng.{channel}:localhost"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bridge.log()));
+    assert_ne!(default_room, templated_room);
+    // The default spelling is not the templated network's.
+    assert!(
+        alice
+            .join(&format!("#irc_ng_{channel}:localhost"))
+            .await
+            .is_err()
+    );
+
+    carol.privmsg(&channel, "from inspircd").await.unwrap();
+    dan.privmsg(&channel, "from ngircd").await.unwrap();
+    for (room, ghost, text) in [
+        (
+            &default_room,
+            "@irc_testnet_carol:localhost",
+            "from inspircd",
+        ),
+        (&templated_room, "@irc_ng-dan:localhost", "from ngircd"),
+    ] {
+        alice
+            .wait_for_event(room, WAIT, |e| {
+                e["sender"] == ghost && e["content"]["body"] == text
+            })
+            .await
+            .unwrap_or_else(|error| panic!("{text}: {error}\n{}", bridge.log()));
+    }
+    alice.send_text(&templated_room, "to ngircd").await.unwrap();
+    let said = dan
+        .wait_for(WAIT, |l| l.command == "PRIVMSG" && l.text() == "to ngircd")
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bridge.log()));
+    assert_eq!(said.source_nick(), Some("alice[m]"));
+
+    // A templated ghost id reads back to its nick: inviting it reaches dan.
+    let dan_ghost = "@irc_ng-dan:localhost";
+    let chat = alice
+        .create_room(json!({
+            "is_direct": true, "invite": [dan_ghost], "preset": "trusted_private_chat",
+        }))
+        .await
+        .unwrap();
+    alice
+        .wait_for_event(&chat, WAIT, |e| is_membership(e, dan_ghost, "join"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bridge.log()));
+    alice.send_text(&chat, "hello dan").await.unwrap();
+    let private = dan
+        .wait_for(WAIT, |l| l.command == "PRIVMSG" && l.params[0] == "dan")
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", bridge.log()));
+    assert_eq!(
+        (private.source_nick(), private.text()),
+        (Some("alice[m]"), "hello dan")
+    );
+}
