@@ -7,7 +7,7 @@
 //! killed for flooding. Every line is built by [`Line::to_wire`], which refuses CR, LF
 //! and NUL: this is the one way out to the server.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +95,16 @@ pub enum Sasl {
     External,
 }
 
+impl Sasl {
+    /// The mechanism's name (`PLAIN`, `EXTERNAL`).
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            Sasl::Plain { .. } => "PLAIN",
+            Sasl::External => "EXTERNAL",
+        }
+    }
+}
+
 impl std::fmt::Debug for Sasl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -161,11 +171,35 @@ struct Outgoing {
     written: Option<oneshot::Sender<()>>,
 }
 
+/// Lines sent with an IRCv3 `label`, waiting for the server's answer to them.
+#[derive(Debug, Default)]
+struct Labels {
+    next: u64,
+    waiting: HashMap<String, oneshot::Sender<Line>>,
+}
+
+/// What a connection and its task share.
+#[derive(Debug)]
+struct Shared {
+    registered: Mutex<Registered>,
+    labels: Mutex<Labels>,
+}
+
+impl Shared {
+    fn registered(&self) -> std::sync::MutexGuard<'_, Registered> {
+        self.registered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn labels(&self) -> std::sync::MutexGuard<'_, Labels> {
+        self.labels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A registered connection. Dropping every clone closes it.
 #[derive(Debug, Clone)]
 pub struct Connection {
     writer: mpsc::UnboundedSender<Outgoing>,
-    state: Arc<Mutex<Registered>>,
+    shared: Arc<Shared>,
 }
 
 impl Connection {
@@ -215,7 +249,10 @@ impl Connection {
         .map_err(|_| ConnectError::Timeout)??;
         let (writer, outgoing) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let state = Arc::new(Mutex::new(registered));
+        let shared = Arc::new(Shared {
+            registered: Mutex::new(registered),
+            labels: Mutex::new(Labels::default()),
+        });
         tokio::spawn(run(
             reader,
             write,
@@ -223,9 +260,39 @@ impl Connection {
             events_tx,
             options.flood,
             options.ping_after,
-            Arc::clone(&state),
+            Arc::clone(&shared),
         ));
-        Ok((Connection { writer, state }, events))
+        Ok((Connection { writer, shared }, events))
+    }
+
+    /// Sends `line` with a `label` where the server offers labeled-response, and waits
+    /// until it is written. The receiver gets the server's answer to it: the line's echo
+    /// (echo-message), an error numeric, `ACK` or a `BATCH`; it fails if the connection
+    /// ends first. `None`: no labels here, so no answer to wait for.
+    pub async fn send_labeled(
+        &self,
+        line: &Line,
+    ) -> Result<Option<oneshot::Receiver<Line>>, SendError> {
+        if !self.has_cap("labeled-response") {
+            self.send(line).await?;
+            return Ok(None);
+        }
+        let (answer, answered) = oneshot::channel();
+        let label = {
+            let mut labels = self.shared.labels();
+            labels.next += 1;
+            let label = format!("t{}", labels.next);
+            labels.waiting.insert(label.clone(), answer);
+            label
+        };
+        let sent = self
+            .send(&line.clone().with_tag("label", Some(&label)))
+            .await;
+        if let Err(error) = sent {
+            self.shared.labels().waiting.remove(&label);
+            return Err(error);
+        }
+        Ok(Some(answered))
     }
 
     /// Sends `line` and waits until it is written to the socket.
@@ -259,31 +326,27 @@ impl Connection {
 
     /// The current nick.
     pub fn nick(&self) -> String {
-        self.lock().nick.clone()
+        self.shared.registered().nick.clone()
     }
 
     /// Records a nick change the server confirmed.
     pub fn set_nick(&self, nick: &str) {
-        nick.clone_into(&mut self.lock().nick);
+        nick.clone_into(&mut self.shared.registered().nick);
     }
 
     /// Whether capability `cap` was acknowledged.
     pub fn has_cap(&self, cap: &str) -> bool {
-        self.lock().caps.contains(cap)
+        self.shared.registered().caps.contains(cap)
     }
 
     /// How SASL went at registration (`None`: not tried, the server has no SASL).
     pub fn sasl_outcome(&self) -> Option<Result<(), String>> {
-        self.lock().sasl.clone()
+        self.shared.registered().sasl.clone()
     }
 
     /// The server's ISUPPORT.
     pub fn server(&self) -> ServerInfo {
-        self.lock().server.clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Registered> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.registered().server.clone()
     }
 }
 
@@ -463,11 +526,9 @@ async fn register(
                             .map(str::to_owned),
                     );
                     match (&options.sasl, registered.caps.contains("sasl")) {
-                        (Some(Sasl::Plain { .. }), true) => {
-                            write_line(write, &Line::new("AUTHENTICATE", ["PLAIN"])).await?;
-                        }
-                        (Some(Sasl::External), true) => {
-                            write_line(write, &Line::new("AUTHENTICATE", ["EXTERNAL"])).await?;
+                        (Some(sasl), true) => {
+                            write_line(write, &Line::new("AUTHENTICATE", [sasl.mechanism()]))
+                                .await?;
                         }
                         _ => {
                             negotiating = false;
@@ -545,7 +606,7 @@ async fn run(
     events: mpsc::UnboundedSender<Line>,
     flood: FloodLimits,
     ping_after: Duration,
-    state: Arc<Mutex<Registered>>,
+    shared: Arc<Shared>,
 ) {
     let mut tokens = f64::from(flood.burst);
     let mut refilled = Instant::now();
@@ -584,7 +645,18 @@ async fn run(
                         break;
                     }
                     _ => {
-                        track(&state, &line);
+                        track(&mut shared.registered(), &line);
+                        // A labeled answer goes to whoever waits for it, else on as usual.
+                        let waiter = line
+                            .tag("label")
+                            .and_then(|label| shared.labels().waiting.remove(label));
+                        let line = match waiter {
+                            Some(waiter) => match waiter.send(line) {
+                                Ok(()) => continue,
+                                Err(line) => line,
+                            },
+                            None => line,
+                        };
                         if events.send(line).is_err() {
                             break;
                         }
@@ -621,12 +693,13 @@ async fn run(
             }
         }
     }
+    // Whoever still waits for an answer learns that none will come.
+    shared.labels().waiting.clear();
     let _ = write.shutdown().await;
 }
 
 /// Keeps the connection's own view current: its nick, and caps added or removed.
-fn track(state: &Arc<Mutex<Registered>>, line: &Line) {
-    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+fn track(state: &mut Registered, line: &Line) {
     match line.command.as_str() {
         "NICK" if line.source_nick().is_some_and(|n| n == state.nick) => {
             state.nick = line.param(0).to_owned();

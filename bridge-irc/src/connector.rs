@@ -9,7 +9,7 @@ use bridge_core::bridge::{BridgeHandle, CommandContext, Permission};
 use bridge_core::connector::{
     Capabilities, CommandSpec, Connector, ConnectorError, ConnectorInfo, GhostInfo, MatrixEdit,
     MatrixMembership, MatrixMessage, MatrixReaction, MatrixRoomChange, Membership, MessageKind,
-    Portal, PortalInfo,
+    Portal, PortalInfo, RemoteRef,
 };
 use bridge_core::format::html_to_text;
 use ruma::UserId;
@@ -20,7 +20,7 @@ use crate::edits::substitution;
 use crate::formatting::IrcMarkup;
 use crate::ids::{ghost_id, ghost_localpart, nick_of_localpart, split_id};
 use crate::line::Line;
-use crate::network::{MAX_USERNAME_LEN, Network, is_valid_username, send_lines};
+use crate::network::{MAX_USERNAME_LEN, Network, deliver_lines, is_valid_username, send_lines};
 use crate::split::{payload_limit, split_message};
 
 /// Room the prefix `:nick!user@host ` may take on lines the server relays: a nick, a
@@ -178,6 +178,12 @@ fn lines_for(
         .collect()
 }
 
+/// Whether IRC knows `target` by a msgid: every message from IRC in the message map,
+/// and Matrix messages whose echo gave one (else their event stands for them).
+fn has_msgid(target: &RemoteRef) -> bool {
+    target.remote_id != target.event_id.as_str()
+}
+
 /// How a relayed Matrix user is named on IRC: their display name on one line, without
 /// control characters, at most 32 characters.
 fn relay_name(message: &MatrixMessage) -> String {
@@ -281,9 +287,8 @@ impl IrcConnector {
         Ok(format!("Sent `{command}` to {channel}."))
     }
 
-    /// Sends `lines` as `sender`'s puppet in `channel`. A failure before the first line
-    /// is worth a retry; after it, a retry would repeat what went, so the rest is
-    /// refused and the sender told.
+    /// Says `lines` (one message) as `sender`'s puppet to `target`; the msgids the
+    /// server gave them, as [`deliver_lines`] confirms delivery.
     async fn say(
         &self,
         network: &Arc<Network>,
@@ -291,12 +296,12 @@ impl IrcConnector {
         sender_name: Option<&str>,
         target: &Target<'_>,
         lines: &[Line],
-    ) -> Result<(), ConnectorError> {
+    ) -> Result<Vec<String>, ConnectorError> {
         let puppet = match target {
             Target::Channel(channel) => network.puppet_in(sender, sender_name, channel).await?,
             Target::Nick(_) => network.puppet(sender, sender_name).await?,
         };
-        send_lines(&puppet.connection, lines).await
+        deliver_lines(&puppet.connection, lines).await
     }
 }
 
@@ -410,10 +415,10 @@ impl Connector for IrcConnector {
             &text,
             relay.as_deref(),
         );
-        // A reply to a message from IRC names it by its msgid too, for clients that
+        // A reply to a message IRC gave a msgid names it by that too, for clients that
         // show replies (the `nick: ` prefix stays for those that do not).
         if let Some(reply) = &message.reply_to
-            && split_id(&reply.sender).is_some()
+            && has_msgid(reply)
             && let Some(first) = lines.first_mut()
         {
             *first = first
@@ -438,7 +443,7 @@ impl Connector for IrcConnector {
                 relay.as_deref(),
             ));
         }
-        match relay {
+        let msgids = match relay {
             Some(_) => network.relay(&lines).await?,
             None => {
                 self.say(
@@ -448,11 +453,17 @@ impl Connector for IrcConnector {
                     &target,
                     &lines,
                 )
-                .await?;
+                .await?
             }
-        }
+        };
         network.remember_text(message.event_id.as_str(), &own_text_of(network, message));
-        Ok(vec![message.event_id.to_string()])
+        // The msgids the server gave the lines, so that IRC replies to them find the
+        // event; where it gave none, the event stands for itself.
+        Ok(if msgids.is_empty() {
+            vec![message.event_id.to_string()]
+        } else {
+            msgids
+        })
     }
 
     async fn handle_edit(
@@ -492,7 +503,7 @@ impl Connector for IrcConnector {
                 self.say(network, &edit.sender, None, &target, &lines)
                     .await?
             }
-        }
+        };
         network.remember_text(edited, &text);
         Ok(vec![edit.event_id.to_string()])
     }
@@ -525,7 +536,7 @@ impl Connector for IrcConnector {
         );
         lines.truncate(1);
         // Clients that know replies see which message it was.
-        if split_id(&reaction.target.sender).is_some()
+        if has_msgid(&reaction.target)
             && let Some(first) = lines.first_mut()
         {
             *first = first
@@ -743,6 +754,11 @@ impl Connector for IrcConnector {
             ),
             command("removepass", "[network]", "forget your services password"),
             command(
+                "certfp",
+                "[network]",
+                "get a client certificate to log in with (SASL EXTERNAL), and its fingerprint",
+            ),
+            command(
                 "username",
                 "[network] <name>",
                 "choose your IRC user name (ident); you reconnect with it",
@@ -900,6 +916,28 @@ impl Connector for IrcConnector {
                 login.sasl = None;
                 network.save_login(user, &login).await?;
                 Ok(format!("Forgot your password on {}.", network.name()))
+            }
+            ("certfp", []) => {
+                if !network.uses_tls() {
+                    return Ok(format!(
+                        "{} is not reached over TLS, and a client certificate needs it.",
+                        network.name()
+                    ));
+                }
+                let cert = network.client_cert(user).await?;
+                let fingerprint = cert
+                    .fingerprint()
+                    .map_err(|error| ConnectorError::Refused(error.to_string()))?;
+                let mut answer = format!(
+                    "Your client certificate on {} has the fingerprint {fingerprint}. ",
+                    network.name()
+                );
+                if network.add_cert_to_account(user).await? {
+                    answer.push_str("Your puppet, logged in, added it to your services account (NickServ CERT ADD): from now on it logs in with it, and `removepass` may forget your password.");
+                } else {
+                    answer.push_str(&format!("Add it to your services account where you are logged in (`/msg NickServ CERT ADD {fingerprint}`); from then on your puppet logs in with it."));
+                }
+                Ok(answer)
             }
             ("whois", [nick]) => network.whois(nick).await,
             ("raw", words) if !words.is_empty() => {

@@ -11,8 +11,10 @@
 //! - [`formatting`]: mIRC formatting codes to and from Matrix HTML;
 //! - [`edits`]: Matrix edits as one short IRC line;
 //! - [`split`]: a message body as IRC lines within the 512-byte limit;
-//! - [`tls`]: TLS settings.
+//! - [`tls`]: TLS settings;
+//! - [`client_cert`]: users' own client certificates, for SASL EXTERNAL.
 
+pub mod client_cert;
 pub mod config;
 pub mod connection;
 pub mod connector;

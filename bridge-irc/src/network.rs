@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::client_cert::ClientCert;
 use crate::config::{BindPrefix, EditStyle, IrcNetwork, MemberSync, is_valid_nick};
 use crate::connection::{ConnectError, ConnectOptions, Connection, FloodLimits, Sasl, SendError};
 use crate::edits::RecentTexts;
@@ -44,6 +45,9 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const CONSENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Quiet time after which a connection checks the server is alive.
 const PING_AFTER: Duration = Duration::from_secs(120);
+/// How long the server may take to answer a labeled message line before the line counts
+/// as delivered without confirmation.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Numerics that refuse a JOIN, with the channel as their second parameter.
 const JOIN_ERRORS: &[&str] = &[
     "403", "405", "437", "471", "473", "474", "475", "476", "477", "480", "489", "520",
@@ -123,6 +127,8 @@ pub struct PuppetLogin {
     pub sasl: Option<Sasl>,
     /// The user name (ident) they asked for.
     pub username: Option<String>,
+    /// Their client certificate, for SASL EXTERNAL over TLS.
+    pub cert: Option<ClientCert>,
 }
 
 /// The longest user name (ident) a puppet asks for: most servers keep 10 characters.
@@ -144,6 +150,8 @@ pub struct Network {
     /// Its config.
     pub config: IrcNetwork,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The CAs `tls` trusts, for connections with a user's own client certificate.
+    tls_roots: Option<Arc<rustls::RootCertStore>>,
     /// The servers (the configured one, then the fallbacks) and which is in use.
     servers: Vec<(String, u16)>,
     server_in_use: std::sync::atomic::AtomicUsize,
@@ -204,13 +212,15 @@ impl Network {
     /// A network from its config; TLS settings are read now, so a bad CA file is an error
     /// at start.
     pub fn new(config: IrcNetwork) -> anyhow::Result<Network> {
-        let tls = if config.tls {
-            Some(Arc::new(crate::tls::client_config(
-                config.ca_file.as_deref(),
-            )?))
+        let tls_roots = if config.tls {
+            Some(Arc::new(crate::tls::roots(config.ca_file.as_deref())?))
         } else {
             None
         };
+        let tls = tls_roots
+            .as_ref()
+            .map(|roots| crate::tls::config_with(Arc::clone(roots), None).map(Arc::new))
+            .transpose()?;
         let grace = Duration::from_secs(config.split_grace_seconds);
         let servers = std::iter::once((config.host.clone(), config.port))
             .chain(
@@ -243,6 +253,7 @@ impl Network {
             aways: Mutex::new(HashMap::new()),
             config,
             tls,
+            tls_roots,
             bridge: OnceLock::new(),
             bot: tokio::sync::watch::Sender::new(None),
             server: Mutex::new(ServerInfo::default()),
@@ -1394,6 +1405,22 @@ impl Network {
         });
         let mut options = self.options(nick, username, user.to_string());
         options.sasl = login.sasl.clone();
+        if let (Some(cert), Some(roots)) = (&login.cert, &self.tls_roots) {
+            // The certificate logs them in where no password is stored (SASL EXTERNAL).
+            match cert
+                .der()
+                .map_err(anyhow::Error::from)
+                .and_then(|client| crate::tls::config_with(Arc::clone(roots), Some(client)))
+            {
+                Ok(config) => {
+                    options.tls = Some(Arc::new(config));
+                    options.sasl.get_or_insert(Sasl::External);
+                }
+                Err(error) => {
+                    tracing::warn!(%user, %error, "cannot present the user's client certificate");
+                }
+            }
+        }
         options.bind = self
             .bind_prefix
             .map(|prefix| prefix.address_for(user.as_str()));
@@ -1412,7 +1439,13 @@ impl Network {
                     }
                 })?;
         let nick = connection.nick();
-        tracing::info!(network = %self.name(), %user, %nick, "puppet connected");
+        let sasl = match (&options.sasl, connection.sasl_outcome()) {
+            (None, _) => "none".to_owned(),
+            (Some(sasl), None) => format!("{} not offered", sasl.mechanism()),
+            (Some(sasl), Some(Ok(()))) => format!("{} logged in", sasl.mechanism()),
+            (Some(sasl), Some(Err(reason))) => format!("{} refused: {reason}", sasl.mechanism()),
+        };
+        tracing::info!(network = %self.name(), %user, %nick, %sasl, "puppet connected");
         self.identify(&connection, user, &login).await;
         let away = lock(&self.aways).get(user).cloned();
         if let Some(away) = away
@@ -1492,16 +1525,63 @@ impl Network {
         format!("irc:{}", self.name())
     }
 
+    /// The network id of users' client certificates (`irc:<network>/cert`), kept apart
+    /// from their login so the key is sealed as a secret of its own.
+    fn cert_network(&self) -> String {
+        format!("irc:{}/cert", self.name())
+    }
+
+    /// Whether connections to this network use TLS (client certificates need it).
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// `user`'s client certificate, made now if they have none yet.
+    pub async fn client_cert(&self, user: &UserId) -> Result<ClientCert, ConnectorError> {
+        if let Some(cert) = self.login(user).await?.cert {
+            return Ok(cert);
+        }
+        let cert = ClientCert::generate(user.as_str())
+            .map_err(|error| ConnectorError::Refused(error.to_string()))?;
+        let row = Login {
+            user_id: user.to_string(),
+            network: self.cert_network(),
+            remote_id: None,
+            settings: serde_json::json!({ "cert": cert.cert_pem }).to_string(),
+            secret: Some(cert.key_pem.clone()),
+        };
+        let bridge = self.bridge();
+        bridge
+            .store()
+            .save_login(&row, bridge.secrets())
+            .await
+            .map_err(|error| ConnectorError::Retry(error.to_string()))?;
+        Ok(cert)
+    }
+
     /// What `user` told the bridge about themselves on this network.
     pub async fn login(&self, user: &UserId) -> Result<PuppetLogin, ConnectorError> {
         let bridge = self.bridge();
-        let stored = bridge
-            .store()
-            .load_login(user.as_str(), &self.login_network(), bridge.secrets())
-            .await
-            .map_err(|error| ConnectorError::Retry(error.to_string()))?;
-        let Some(stored) = stored else {
-            return Ok(PuppetLogin::default());
+        let load = async |network: String| {
+            bridge
+                .store()
+                .load_login(user.as_str(), &network, bridge.secrets())
+                .await
+                .map_err(|error| ConnectorError::Retry(error.to_string()))
+        };
+        let cert = load(self.cert_network()).await?.and_then(|stored| {
+            let settings: serde_json::Value =
+                serde_json::from_str(&stored.settings).unwrap_or_default();
+            Some(ClientCert {
+                cert_pem: settings["cert"].as_str()?.to_owned(),
+                key_pem: stored.secret?,
+            })
+        });
+        let Some(stored) = load(self.login_network()).await? else {
+            return Ok(PuppetLogin {
+                cert,
+                ..PuppetLogin::default()
+            });
         };
         let settings: serde_json::Value =
             serde_json::from_str(&stored.settings).unwrap_or_default();
@@ -1517,6 +1597,7 @@ impl Network {
                 .as_str()
                 .filter(|name| is_valid_username(name))
                 .map(str::to_owned),
+            cert,
         })
     }
 
@@ -1546,6 +1627,26 @@ impl Network {
             .save_login(&row, bridge.secrets())
             .await
             .map_err(|error| ConnectorError::Retry(error.to_string()))
+    }
+
+    /// Connects `user`'s puppet again, now with their client certificate, and once it is
+    /// logged in with SASL asks NickServ to add the certificate to the account
+    /// (`CERT ADD` names the connection's own). Whether it could ask.
+    pub async fn add_cert_to_account(
+        self: &Arc<Self>,
+        user: &UserId,
+    ) -> Result<bool, ConnectorError> {
+        self.disconnect(user, "Client certificate").await;
+        let puppet = self.puppet(user, None).await?;
+        if puppet.connection.sasl_outcome() != Some(Ok(())) {
+            return Ok(false);
+        }
+        puppet
+            .connection
+            .send(&Line::new("PRIVMSG", ["NickServ", "CERT ADD"]))
+            .await
+            .map_err(send_error)?;
+        Ok(true)
     }
 
     /// Logs a new puppet connection in with NickServ when SASL was not possible.
@@ -1629,13 +1730,14 @@ impl Network {
         self.bridge().permission(user) < Permission::User
     }
 
-    /// Sends `lines` through the bot's connection (relay mode).
-    pub async fn relay(&self, lines: &[Line]) -> Result<(), ConnectorError> {
+    /// Says `lines` (one message) through the bot's connection (relay mode); the msgids
+    /// of the lines, as [`deliver_lines`] gives them.
+    pub async fn relay(&self, lines: &[Line]) -> Result<Vec<String>, ConnectorError> {
         let bot =
             self.bot.borrow().clone().ok_or_else(|| {
                 ConnectorError::Retry(format!("not connected to {}", self.name()))
             })?;
-        send_lines(&bot, lines).await
+        deliver_lines(&bot, lines).await
     }
 
     /// The public link of a Matrix file, served by the bridge.
@@ -1947,33 +2049,87 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// Sends `lines` on `connection` in order, without their tags where the server takes
-/// none (no `message-tags`). A failure before the first line is worth a retry; after it,
-/// a retry would repeat what went, so the rest is refused (and the sender told).
+/// Sends `lines` in order (tags dropped where the server takes none). A failure before
+/// the first line is worth a retry; after it, a retry would repeat what went, so the
+/// rest is refused and the sender told.
 pub async fn send_lines(connection: &Connection, lines: &[Line]) -> Result<(), ConnectorError> {
-    let tags = connection.has_cap("message-tags");
     for (index, line) in lines.iter().enumerate() {
-        let sent = if tags || line.tags.is_empty() {
-            connection.send(line).await
-        } else {
-            let plain = Line {
-                tags: Vec::new(),
-                ..line.clone()
-            };
-            connection.send(&plain).await
-        };
-        if let Err(error) = sent {
-            return Err(if index == 0 {
-                send_error(error)
-            } else {
-                ConnectorError::Refused(format!(
-                    "the IRC connection was lost after {index} of {} lines",
-                    lines.len()
-                ))
-            });
-        }
+        connection
+            .send(&tags_if_taken(connection, line))
+            .await
+            .map_err(|error| lost(index, lines.len(), error))?;
     }
     Ok(())
+}
+
+/// Says `lines` (one message) like [`send_lines`], and where the server answers
+/// labeled lines (labeled-response), waits for its answers: delivery is confirmed by
+/// each line's echo, whose msgids are returned (echo-message), and an error numeric
+/// refuses the message. A connection lost before the first answer is worth a retry,
+/// even though the server may have had the line: a message said twice is better than
+/// one lost.
+pub async fn deliver_lines(
+    connection: &Connection,
+    lines: &[Line],
+) -> Result<Vec<String>, ConnectorError> {
+    let mut answers = Vec::with_capacity(lines.len());
+    for (index, line) in lines.iter().enumerate() {
+        let answer = connection
+            .send_labeled(&tags_if_taken(connection, line))
+            .await
+            .map_err(|error| lost(index, lines.len(), error))?;
+        answers.push(answer);
+    }
+    let mut msgids = Vec::new();
+    for (index, answer) in answers.into_iter().enumerate() {
+        let Some(answer) = answer else { continue };
+        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => match answer.command.as_str() {
+                "PRIVMSG" | "NOTICE" => msgids.extend(answer.tag("msgid").map(str::to_owned)),
+                "ACK" | "BATCH" => {}
+                _ => {
+                    // An error numeric (`404 me #chan :Cannot send to channel`) or FAIL.
+                    let reason = answer.params.last().cloned().unwrap_or_default();
+                    let target = answer.param(1);
+                    return Err(ConnectorError::Refused(
+                        if answer.command.len() == 3 && !target.is_empty() {
+                            format!("IRC refused it ({target}: {reason})")
+                        } else {
+                            format!("IRC refused it ({reason})")
+                        },
+                    ));
+                }
+            },
+            Ok(Err(_)) => return Err(lost(index, lines.len(), SendError::Closed)),
+            Err(_) => {
+                tracing::warn!(command = %lines[index].command, "the IRC server did not answer a labeled line in time; taken as delivered");
+            }
+        }
+    }
+    Ok(msgids)
+}
+
+/// `line`, without its tags where the server takes none.
+fn tags_if_taken(connection: &Connection, line: &Line) -> Line {
+    if line.tags.is_empty() || connection.has_cap("message-tags") {
+        line.clone()
+    } else {
+        Line {
+            tags: Vec::new(),
+            ..line.clone()
+        }
+    }
+}
+
+/// A failure at line `index` of `count`: retried if nothing went yet, else refused.
+fn lost(index: usize, count: usize, error: SendError) -> ConnectorError {
+    if index == 0 {
+        send_error(error)
+    } else {
+        ConnectorError::Refused(format!(
+            "the IRC connection was lost after {index} of {count} lines"
+        ))
+    }
 }
 
 /// A send failure as the framework takes it.

@@ -57,7 +57,7 @@ impl InspIrcd {
         };
         let tls_config = match &tls {
             Some((tls_port, certificates)) => format!(
-                "<module name=\"ssl_gnutls\">\n<module name=\"sslinfo\">\n<sslprofile name=\"tls\" provider=\"gnutls\" certfile=\"{}\" keyfile=\"{}\" hash=\"sha256\" requestclientcert=\"no\">\n<bind address=\"127.0.0.1\" port=\"{tls_port}\" type=\"clients\" sslprofile=\"tls\">",
+                "<module name=\"ssl_gnutls\">\n<module name=\"sslinfo\">\n<sslprofile name=\"tls\" provider=\"gnutls\" certfile=\"{}\" keyfile=\"{}\" hash=\"sha256\" requestclientcert=\"yes\">\n<bind address=\"127.0.0.1\" port=\"{tls_port}\" type=\"clients\" sslprofile=\"tls\">",
                 certificates.cert_file.display(),
                 certificates.key_file.display()
             ),

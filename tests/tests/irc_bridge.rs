@@ -121,6 +121,19 @@ impl Bed {
             .unwrap_or_else(|error| panic!("{text}: {error}\n{}", self.bridge.log()))
     }
 
+    /// A direct chat of alice's with the bridge's bot, once the bot has greeted her.
+    async fn management_room(&self) -> OwnedRoomId {
+        let room = self
+            .alice
+            .create_room(
+                json!({ "is_direct": true, "invite": [BOT], "preset": "trusted_private_chat" }),
+            )
+            .await
+            .unwrap();
+        self.bot_answer(&room, "Say `help`").await;
+        room
+    }
+
     async fn send_html(&self, body: &str, html: &str) {
         self.alice
             .send(
@@ -497,15 +510,7 @@ async fn commands_set_the_nick_and_log_in_with_sasl() {
         .unwrap();
     let channel = unique_channel("commands");
     let mut bed = bed(irc.port(), &channel, "frank").await;
-    let bot = BOT;
-    let dm = bed
-        .alice
-        .create_room(
-            json!({ "is_direct": true, "invite": [bot], "preset": "trusted_private_chat" }),
-        )
-        .await
-        .unwrap();
-    bed.bot_answer(&dm, "Say `help`").await;
+    let dm = bed.management_room().await;
     bed.alice.send_text(&dm, "help").await.unwrap();
     let help = bed.bot_answer(&dm, "storepass").await;
     assert!(
@@ -1371,14 +1376,7 @@ async fn edits_reactions_mentions_lazy_members_and_a_fallback_server() {
     assert!(dave_seen.is_empty(), "{dave_seen:?}");
 
     // The server in use is the fallback.
-    let dm = bed
-        .alice
-        .create_room(
-            json!({ "is_direct": true, "invite": [BOT], "preset": "trusted_private_chat" }),
-        )
-        .await
-        .unwrap();
-    bed.bot_answer(&dm, "Say `help`").await;
+    let dm = bed.management_room().await;
     bed.alice.send_text(&dm, "networks").await.unwrap();
     bed.bot_answer(&dm, &format!("testnet (127.0.0.1:{port})"))
         .await;
@@ -1403,14 +1401,7 @@ async fn commands_list_username_and_quit_idle_puppets_part_and_members_resync() 
         )
     })
     .await;
-    let dm = bed
-        .alice
-        .create_room(
-            json!({ "is_direct": true, "invite": [BOT], "preset": "trusted_private_chat" }),
-        )
-        .await
-        .unwrap();
-    bed.bot_answer(&dm, "Say `help`").await;
+    let dm = bed.management_room().await;
 
     // The puppet connects from its own address of the prefix.
     bed.alice
@@ -1518,7 +1509,7 @@ async fn commands_list_username_and_quit_idle_puppets_part_and_members_resync() 
 }
 
 #[tokio::test]
-async fn a_network_over_tls_is_reached_with_its_own_ca_and_name_checked() {
+async fn a_network_over_tls_is_reached_with_its_own_ca_and_client_certificates_log_in() {
     use bridge_irc::connection::{ConnectError, ConnectOptions, Connection, FloodLimits};
 
     let irc = InspIrcd::start_with_tls().await.unwrap();
@@ -1588,6 +1579,86 @@ async fn a_network_over_tls_is_reached_with_its_own_ca_and_name_checked() {
         .await
         .unwrap();
     assert_eq!(secure.command, "671", "{secure:?}");
+    bed.carol
+        .wait_for(WAIT, |l| l.command == "318")
+        .await
+        .unwrap();
+
+    // SASL EXTERNAL: logged in by password, alice gets a client certificate, which her
+    // puppet adds to her account; with the password forgotten, the certificate alone
+    // logs her in.
+    irc.register_account("alicecert", "cert-pass")
+        .await
+        .unwrap();
+    let dm = bed.management_room().await;
+    bed.alice
+        .send_text(&dm, "storepass alicecert cert-pass")
+        .await
+        .unwrap();
+    bed.bot_answer(&dm, "Stored (encrypted)").await;
+    bed.alice.send_text(&dm, "certfp").await.unwrap();
+    let answer = bed.bot_answer(&dm, "fingerprint").await;
+    let answer = answer["content"]["body"].as_str().unwrap().to_owned();
+    assert!(
+        answer.contains("added it to your services account"),
+        "{answer}"
+    );
+    let fingerprint = answer
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .find(|word| word.len() == 64)
+        .unwrap_or_else(|| panic!("no fingerprint in {answer}"))
+        .to_owned();
+    bed.alice.send_text(&dm, "removepass").await.unwrap();
+    bed.bot_answer(&dm, "Forgot your password").await;
+    bed.alice.send_text(&dm, "reconnect").await.unwrap();
+    bed.bot_answer(&dm, "Disconnected you").await;
+    bed.alice
+        .send_text(&bed.room, "by certificate")
+        .await
+        .unwrap();
+    assert_eq!(
+        bed.irc_line("PRIVMSG", "alice[m]").await.text(),
+        "by certificate"
+    );
+    bed.carol.send("WHOIS alice[m]").await.unwrap();
+    let mut account = None;
+    let mut presented = None;
+    loop {
+        let line = bed
+            .carol
+            .wait_for(WAIT, |l| {
+                ["276", "330", "318"].contains(&l.command.as_str())
+            })
+            .await
+            .unwrap();
+        match line.command.as_str() {
+            "330" => account = line.params.get(2).cloned(),
+            "276" => presented = Some(line.text().to_owned()),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        account.as_deref(),
+        Some("alicecert"),
+        "{}",
+        bed.bridge.log()
+    );
+    // Logged in by SASL itself, not only by services knowing the certificate later.
+    let log = bed.bridge.log();
+    let last_connect = log
+        .lines()
+        .rfind(|line| line.contains("puppet connected"))
+        .unwrap_or_default();
+    assert!(
+        last_connect.contains("sasl=EXTERNAL logged in"),
+        "{last_connect}"
+    );
+    assert!(
+        presented
+            .as_deref()
+            .is_some_and(|text| text.contains(&fingerprint)),
+        "{presented:?} {fingerprint}"
+    );
 }
 
 /// The room's join rule and whether it is listed in the directory under the network, as
@@ -1754,4 +1825,78 @@ async fn networks_keep_their_own_ghost_and_alias_templates() {
         (private.source_nick(), private.text()),
         (Some("alice[m]"), "hello dan")
     );
+}
+
+/// Matrix messages are confirmed by their echo (IRCv3 echo-message with
+/// labeled-response): the msgid the server gave a puppet's line is recorded, so IRC
+/// replies to it find the Matrix event, and a line the server refuses comes back to the
+/// sender as a notice, never dropped in silence.
+#[tokio::test]
+async fn matrix_messages_keep_their_echoed_msgids_and_refusals_come_back() {
+    let irc = InspIrcd::shared().await.unwrap();
+    let channel = unique_channel("echo");
+    let mut bed = bed(irc.port(), &channel, "uma").await;
+    bed.carol.send("CAP REQ :message-tags").await.unwrap();
+    bed.carol
+        .wait_for(WAIT, |l| {
+            l.command == "CAP" && l.params.get(1).is_some_and(|s| s == "ACK")
+        })
+        .await
+        .unwrap();
+    let uma_ghost = "@irc_testnet_uma:localhost";
+
+    let question = bed
+        .alice
+        .send_text(&bed.room, "anyone there?")
+        .await
+        .unwrap();
+    let said = bed.irc_line("PRIVMSG", "alice[m]").await;
+    let msgid = said
+        .tags
+        .get("msgid")
+        .cloned()
+        .expect("InspIRCd gives msgids");
+    bed.carol
+        .send(&format!("@+draft/reply={msgid} PRIVMSG {channel} :I am"))
+        .await
+        .unwrap();
+    let answer = bed
+        .matrix_event(uma_ghost, |e| e["content"]["body"] == "I am")
+        .await;
+    assert_eq!(
+        answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        question.as_str(),
+        "{answer}"
+    );
+    // alice's own reply to her message names it by that msgid too.
+    bed.alice
+        .send(
+            &bed.room,
+            "m.room.message",
+            &json!({
+                "msgtype": "m.text", "body": "hello?",
+                "m.relates_to": { "m.in_reply_to": { "event_id": question } },
+            }),
+        )
+        .await
+        .unwrap();
+    let again = bed.irc_line("PRIVMSG", "alice[m]").await;
+    assert_eq!(again.tags.get("+draft/reply"), Some(&msgid), "{again:?}");
+
+    // A moderated channel refuses alice's line: she is told, and it never arrives.
+    bed.carol.send(&format!("MODE {channel} +m")).await.unwrap();
+    bed.irc_line("MODE", "uma").await;
+    bed.alice.send_text(&bed.room, "muted?").await.unwrap();
+    let notice = bed.bot_answer(&bed.room, "was not bridged").await;
+    let text = notice["content"]["body"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("@alice:localhost")
+            && text.contains("IRC refused it")
+            && text.contains(&channel),
+        "{text}"
+    );
+    bed.carol.send(&format!("MODE {channel} -m")).await.unwrap();
+    bed.irc_line("MODE", "uma").await;
+    bed.alice.send_text(&bed.room, "heard").await.unwrap();
+    assert_eq!(bed.irc_line("PRIVMSG", "alice[m]").await.text(), "heard");
 }
