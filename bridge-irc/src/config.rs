@@ -19,6 +19,9 @@ pub struct IrcConfig {
     /// The IRC networks to bridge.
     #[serde(default)]
     pub networks: Vec<IrcNetwork>,
+    /// Where to answer ident queries (RFC 1413; servers ask port 113), if at all.
+    #[serde(default)]
+    pub ident_bind: Option<std::net::SocketAddr>,
 }
 
 /// One IRC network.
@@ -308,6 +311,10 @@ irc:
   #     - name: "libera"
   #       host: "irc.libera.chat"
   networks: []
+  # An ident server (RFC 1413) naming each connection's user to the IRC servers, which
+  # ask on port 113 of the address the connection came from: "0.0.0.0:113" (binding a
+  # port below 1024 needs root or CAP_NET_BIND_SERVICE). Default: none.
+  # ident_bind: "0.0.0.0:113"
 "#,
             port = DEFAULT_PORT,
             ghost = default_ghost_template(),
@@ -524,6 +531,7 @@ mod tests {
                 bad,
                 overlapping,
             ],
+            ident_bind: None,
         };
         let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
         assert_eq!(

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::ident::{IdentEntry, IdentRegistry};
 use crate::isupport::ServerInfo;
 use crate::line::{Line, LineError};
 
@@ -149,6 +150,8 @@ pub struct ConnectOptions {
     pub ping_after: Duration,
     /// Local address to connect from (per-user bind addresses).
     pub bind: Option<std::net::IpAddr>,
+    /// The ident server's registry, to name `username` to the server while connected.
+    pub ident: Option<IdentRegistry>,
 }
 
 /// What registration found out.
@@ -183,6 +186,8 @@ struct Labels {
 struct Shared {
     registered: Mutex<Registered>,
     labels: Mutex<Labels>,
+    /// Known to the ident server while the connection lives.
+    _ident: Option<IdentEntry>,
 }
 
 impl Shared {
@@ -222,6 +227,13 @@ impl Connection {
                 .map_err(|e| unreachable(e.to_string()))?,
         };
         let _ = tcp.set_nodelay(true);
+        // Before registration: the server asks ident as the connection opens.
+        let ident = match (&options.ident, tcp.local_addr(), tcp.peer_addr()) {
+            (Some(registry), Ok(local), Ok(server)) => {
+                Some(registry.register(local, server, &options.username))
+            }
+            _ => None,
+        };
         let stream: Box<dyn Stream> = match &options.tls {
             None => Box::new(tcp),
             Some(config) => {
@@ -252,6 +264,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             registered: Mutex::new(registered),
             labels: Mutex::new(Labels::default()),
+            _ident: ident,
         });
         tokio::spawn(run(
             reader,

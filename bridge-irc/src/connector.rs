@@ -18,10 +18,12 @@ use crate::config::{EditStyle, IrcConfig, is_valid_nick};
 use crate::connection::Sasl;
 use crate::edits::substitution;
 use crate::formatting::IrcMarkup;
+use crate::ident::IdentRegistry;
 use crate::ids::{ghost_id, ghost_localpart, nick_of_localpart, split_id};
 use crate::line::Line;
 use crate::network::{MAX_USERNAME_LEN, Network, deliver_lines, is_valid_username, send_lines};
 use crate::split::{payload_limit, split_message};
+use tokio_util::sync::CancellationToken;
 
 /// Room the prefix `:nick!user@host ` may take on lines the server relays: a nick, a
 /// 10-byte user name and a 63-byte host (RFC 1035's longest label), with separators.
@@ -51,19 +53,32 @@ impl Target<'_> {
 #[derive(Debug)]
 pub struct IrcConnector {
     networks: BTreeMap<String, Arc<Network>>,
+    /// Where the ident server answers, and whom it names.
+    ident: Option<(std::net::SocketAddr, IdentRegistry)>,
+    stop: CancellationToken,
 }
 
 impl IrcConnector {
     /// A connector for the networks of `config`.
     pub fn new(config: &IrcConfig) -> anyhow::Result<IrcConnector> {
+        let ident = config
+            .ident_bind
+            .map(|bind| (bind, IdentRegistry::default()));
         let mut networks = BTreeMap::new();
         for network in &config.networks {
             networks.insert(
                 network.name.clone(),
-                Arc::new(Network::new(network.clone())?),
+                Arc::new(Network::new(
+                    network.clone(),
+                    ident.as_ref().map(|(_, registry)| registry.clone()),
+                )?),
             );
         }
-        Ok(IrcConnector { networks })
+        Ok(IrcConnector {
+            networks,
+            ident,
+            stop: CancellationToken::new(),
+        })
     }
 
     /// Where a portal's messages go on IRC: its channel, or for a direct chat the nick.
@@ -323,6 +338,20 @@ impl Connector for IrcConnector {
     }
 
     async fn start(&self, bridge: BridgeHandle) -> Result<(), ConnectorError> {
+        if let Some((bind, registry)) = &self.ident {
+            // Before any connection: servers ask as connections open.
+            let listener = tokio::net::TcpListener::bind(bind).await.map_err(|error| {
+                ConnectorError::Refused(format!(
+                    "the ident server cannot listen on {bind}: {error}"
+                ))
+            })?;
+            tracing::info!(%bind, "ident server listening");
+            tokio::spawn(crate::ident::serve(
+                listener,
+                registry.clone(),
+                self.stop.clone(),
+            ));
+        }
         for network in self.networks.values() {
             network.start(bridge.clone());
         }
@@ -331,6 +360,7 @@ impl Connector for IrcConnector {
     }
 
     async fn stop(&self) {
+        self.stop.cancel();
         for network in self.networks.values() {
             network.stop().await;
         }

@@ -12,7 +12,8 @@
 //! - [`edits`]: Matrix edits as one short IRC line;
 //! - [`split`]: a message body as IRC lines within the 512-byte limit;
 //! - [`tls`]: TLS settings;
-//! - [`client_cert`]: users' own client certificates, for SASL EXTERNAL.
+//! - [`client_cert`]: users' own client certificates, for SASL EXTERNAL;
+//! - [`ident`]: the ident server (RFC 1413) that names each connection's user.
 
 pub mod client_cert;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod connection;
 pub mod connector;
 pub mod edits;
 pub mod formatting;
+pub mod ident;
 pub mod ids;
 pub mod isupport;
 pub mod line;

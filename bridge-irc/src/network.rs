@@ -31,6 +31,7 @@ use crate::config::{BindPrefix, EditStyle, IrcNetwork, MemberSync, is_valid_nick
 use crate::connection::{ConnectError, ConnectOptions, Connection, FloodLimits, Sasl, SendError};
 use crate::edits::RecentTexts;
 use crate::formatting::{irc_to_html_mentioning, strip_formatting};
+use crate::ident::IdentRegistry;
 use crate::ids::{
     CHANNEL, NICK, NameTemplate, direct_id, ghost_id, is_valid_channel, nick_for,
     parse_server_time, portal_id,
@@ -156,6 +157,8 @@ pub struct Network {
     servers: Vec<(String, u16)>,
     server_in_use: std::sync::atomic::AtomicUsize,
     bind_prefix: Option<BindPrefix>,
+    /// The ident server's registry, if it runs.
+    ident: Option<IdentRegistry>,
     /// How its ghosts' localparts and its portals' aliases are spelled.
     pub ghost_template: NameTemplate,
     alias_template: NameTemplate,
@@ -211,7 +214,7 @@ impl Backoff {
 impl Network {
     /// A network from its config; TLS settings are read now, so a bad CA file is an error
     /// at start.
-    pub fn new(config: IrcNetwork) -> anyhow::Result<Network> {
+    pub fn new(config: IrcNetwork, ident: Option<IdentRegistry>) -> anyhow::Result<Network> {
         let tls_roots = if config.tls {
             Some(Arc::new(crate::tls::roots(config.ca_file.as_deref())?))
         } else {
@@ -246,6 +249,7 @@ impl Network {
             servers,
             server_in_use: std::sync::atomic::AtomicUsize::new(0),
             bind_prefix,
+            ident,
             splits: Mutex::new(Splits::new(grace)),
             recent_texts: Mutex::new(RecentTexts::default()),
             whois: Mutex::new(HashMap::new()),
@@ -425,6 +429,7 @@ impl Network {
             },
             ping_after: PING_AFTER,
             bind: None,
+            ident: self.ident.clone(),
         }
     }
 

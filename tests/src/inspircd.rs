@@ -37,16 +37,22 @@ impl InspIrcd {
 
     /// Starts an InspIRCd and Atheme of their own, and waits until services have linked.
     pub async fn start() -> Result<InspIrcd> {
-        InspIrcd::start_with(false).await
+        InspIrcd::start_with(false, false).await
     }
 
     /// [`InspIrcd::start`], with a TLS listener too ([`InspIrcd::tls_port`]), its
     /// certificate for `localhost` signed by a CA of its own ([`InspIrcd::ca_file`]).
     pub async fn start_with_tls() -> Result<InspIrcd> {
-        InspIrcd::start_with(true).await
+        InspIrcd::start_with(true, false).await
     }
 
-    async fn start_with(with_tls: bool) -> Result<InspIrcd> {
+    /// [`InspIrcd::start`], asking each new connection's ident server (port 113 of its
+    /// address) for its user name.
+    pub async fn start_with_ident() -> Result<InspIrcd> {
+        InspIrcd::start_with(false, true).await
+    }
+
+    async fn start_with(with_tls: bool, with_ident: bool) -> Result<InspIrcd> {
         let dir = server_dir("inspircd")?;
         let port = free_port()?;
         let services_port = free_port()?;
@@ -55,7 +61,7 @@ impl InspIrcd {
             true => Some((free_port()?, TestCertificates::make(&dir, "localhost")?)),
             false => None,
         };
-        let tls_config = match &tls {
+        let mut extra = match &tls {
             Some((tls_port, certificates)) => format!(
                 "<module name=\"ssl_gnutls\">\n<module name=\"sslinfo\">\n<sslprofile name=\"tls\" provider=\"gnutls\" certfile=\"{}\" keyfile=\"{}\" hash=\"sha256\" requestclientcert=\"yes\">\n<bind address=\"127.0.0.1\" port=\"{tls_port}\" type=\"clients\" sslprofile=\"tls\">",
                 certificates.cert_file.display(),
@@ -63,11 +69,15 @@ impl InspIrcd {
             ),
             None => String::new(),
         };
+        if with_ident {
+            extra.push_str("\n<module name=\"ident\">\n<ident timeout=\"5\">");
+        }
         let values = [
             ("DIR", dir_text.as_str()),
             ("PORT", &port.to_string()),
             ("SERVICES_PORT", &services_port.to_string()),
-            ("TLS", &tls_config),
+            ("EXTRA", &extra),
+            ("USEIDENT", if with_ident { "yes" } else { "no" }),
         ];
         render_template("inspircd.conf", &values, &dir.join("inspircd.conf"))?;
         render_template("atheme.conf", &values, &dir.join("atheme.conf"))?;

@@ -1534,6 +1534,7 @@ async fn a_network_over_tls_is_reached_with_its_own_ca_and_client_certificates_l
         },
         ping_after: Duration::from_secs(120),
         bind: None,
+        ident: None,
     };
     for (host, ca, why) in [
         ("localhost", None, "a CA the system does not know"),
@@ -1899,4 +1900,42 @@ async fn matrix_messages_keep_their_echoed_msgids_and_refusals_come_back() {
     bed.irc_line("MODE", "uma").await;
     bed.alice.send_text(&bed.room, "heard").await.unwrap();
     assert_eq!(bed.irc_line("PRIVMSG", "alice[m]").await.text(), "heard");
+}
+
+/// The bridge's ident server names each puppet's user to a server that asks (InspIRCd's
+/// ident module, which asks port 113 of the connection's address), so the user name is
+/// shown as given, not as unverified (`~alice`).
+#[tokio::test]
+async fn the_ident_server_names_puppets_to_the_irc_server() {
+    let irc = InspIrcd::start_with_ident().await.unwrap();
+    let channel = unique_channel("ident");
+    let mut bed = bed_with(irc.port(), &channel, "carol", None, |config| {
+        let commented = "  # ident_bind: \"0.0.0.0:113\"\n";
+        assert!(config.contains(commented), "{config}");
+        config.replace(commented, "  ident_bind: \"127.0.0.1:113\"\n")
+    })
+    .await;
+    bed.alice.send_text(&bed.room, "named").await.unwrap();
+    bed.irc_line("PRIVMSG", "alice[m]").await;
+    let user_of = async |bed: &mut Bed, nick: &str| {
+        bed.carol.send(&format!("WHOIS {nick}")).await.unwrap();
+        let whois = bed
+            .carol
+            .wait_for(WAIT, |l| l.command == "311")
+            .await
+            .unwrap();
+        bed.carol
+            .wait_for(WAIT, |l| l.command == "318")
+            .await
+            .unwrap();
+        whois.params[2].clone()
+    };
+    // carol's own client has no ident server: unverified.
+    assert_eq!(user_of(&mut bed, "carol").await, "~carol");
+    assert_eq!(
+        user_of(&mut bed, "alice[m]").await,
+        "alice",
+        "{}",
+        bed.bridge.log()
+    );
 }

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         },
         ping_after: Duration::from_secs(120),
         bind: None,
+        ident: None,
     };
     // Warm up what every connection shares (the runtime, first allocations), so that
     // the baseline does not count it.
