@@ -483,10 +483,45 @@ impl Network {
         for portal in portals {
             if let Some(channel) = portal.remote_id.strip_prefix(&prefix)
                 && server.is_channel(channel)
-                && let Err(error) = connection.queue(&Line::new("JOIN", [channel]))
+                && let Err(error) = connection.queue(&self.join_line(channel).await)
             {
                 tracing::warn!(%channel, %error, "cannot rejoin a channel");
             }
+        }
+    }
+
+    /// The bot's JOIN of `channel` (folded), with the channel's key if it has one.
+    async fn join_line(&self, channel: &str) -> Line {
+        match self.channel_key(channel).await {
+            Some(key) => Line::new("JOIN", [channel, key.as_str()]),
+            None => Line::new("JOIN", [channel]),
+        }
+    }
+
+    /// Where a channel's key is kept, so the bot can join again after a restart.
+    fn key_state(&self, channel: &str) -> String {
+        format!("irc:{}:key:{channel}", self.name())
+    }
+
+    /// The key (`+k`) of `channel` (folded), as the bot last saw it.
+    async fn channel_key(&self, channel: &str) -> Option<String> {
+        match self.bridge().state(&self.key_state(channel)).await {
+            Ok(key) => key.filter(|key| !key.is_empty()),
+            Err(error) => {
+                tracing::warn!(%channel, %error, "cannot read a channel's key");
+                None
+            }
+        }
+    }
+
+    /// Records the key of `channel` (folded); `None`: it has none.
+    async fn remember_key(&self, channel: &str, key: Option<&str>) {
+        let stored = self
+            .bridge()
+            .set_state(&self.key_state(channel), key.unwrap_or_default())
+            .await;
+        if let Err(error) = stored {
+            tracing::warn!(%channel, %error, "cannot record a channel's key");
         }
     }
 
@@ -673,6 +708,13 @@ impl Network {
                     .chars()
                     .filter(|mode| ACCESS_MODES.contains(*mode))
                     .collect();
+                let key = self
+                    .server()
+                    .mode_changes(line.param(2), line.params.get(3..).unwrap_or_default())
+                    .into_iter()
+                    .find(|change| change.mode == 'k')
+                    .and_then(|change| change.arg);
+                self.remember_key(&channel, key.as_deref()).await;
                 lock(&self.channels)
                     .entry(channel.clone())
                     .or_default()
@@ -688,8 +730,26 @@ impl Network {
                 let channel = self.fold(line.param(1));
                 let waiters = lock(&self.joins).remove(&channel).unwrap_or_default();
                 let reason = line.params.last().cloned().unwrap_or_default();
+                if waiters.is_empty() {
+                    // A rejoin (after a restart, a reconnect or a kick) was refused: the
+                    // room is not bridged until the bot is let in, so its members are told.
+                    self.tell_rejoin_refused(&channel, &reason).await;
+                }
                 for waiter in waiters {
                     let _ = waiter.send(Err(reason.clone()));
+                }
+            }
+            "INVITE" => {
+                // Invited to a portal's channel it could not join (+i, +k): join now.
+                let channel = self.fold(line.param(1));
+                let portal = portal_id(self.name(), &channel);
+                if matches!(self.bridge().portal(&portal).await, Ok(Some(_))) {
+                    tracing::info!(%channel, by = %nick, "invited back into a portal's channel");
+                    let join = self.join_line(&channel).await;
+                    let bot = self.bot.borrow().clone();
+                    if let Some(bot) = bot {
+                        let _ = bot.queue(&join);
+                    }
                 }
             }
             "TOPIC" => {
@@ -736,9 +796,10 @@ impl Network {
                     .is_some_and(|bot| self.fold(&bot) == self.fold(&target))
                 {
                     // The bot must stay to keep bridging: rejoin.
+                    let join = self.join_line(&channel).await;
                     let bot = self.bot.borrow().clone();
                     if let Some(bot) = bot {
-                        let _ = bot.queue(&Line::new("JOIN", [channel.as_str()]));
+                        let _ = bot.queue(&join);
                     }
                 } else if !self.is_ours(&target) {
                     let reason = format!("kicked by {nick}: {}", strip_formatting(line.param(2)));
@@ -894,6 +955,10 @@ impl Network {
         let mut changed: Vec<(String, i64)> = Vec::new();
         let mut access_changed = false;
         for change in server.mode_changes(modes, args) {
+            if change.mode == 'k' {
+                let key = change.arg.as_deref().filter(|_| change.adding);
+                self.remember_key(channel, key).await;
+            }
             if ACCESS_MODES.contains(change.mode) {
                 let mut channels = lock(&self.channels);
                 if let Some(access) = channels
@@ -943,6 +1008,24 @@ impl Network {
         }
         if access_changed {
             self.queue_access(channel, timestamp).await;
+        }
+    }
+
+    /// Tells the portal room of `channel` (folded) that the bot could not join it again.
+    async fn tell_rejoin_refused(&self, channel: &str, reason: &str) {
+        let Ok(Some(portal)) = self.bridge().portal(&portal_id(self.name(), channel)).await else {
+            return;
+        };
+        let bot = self
+            .bot_nick()
+            .unwrap_or_else(|| self.config.bot_nick.clone());
+        tracing::warn!(%channel, %reason, "the bot cannot join a portal's channel again");
+        let text = format!(
+            "The bridge cannot join {channel} on {} again ({reason}), so this room is not bridged for now. A channel operator can let it in: /invite {bot} {channel}",
+            self.name()
+        );
+        if let Err(error) = self.bridge().notice(&portal.room_id, &text).await {
+            tracing::warn!(%error, "cannot tell a room its channel refused the bridge");
         }
     }
 

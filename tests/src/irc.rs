@@ -272,6 +272,19 @@ impl IrcClient {
         }
     }
 
+    /// Forgets every line received so far, unread ones included (a PING's answer marks
+    /// where "so far" ends), so that what is waited for next is newer.
+    pub async fn forget_received(&mut self) -> Result<()> {
+        let token = format!("forget-{}", self.unseen.len());
+        self.send(&format!("PING :{token}")).await?;
+        self.wait_for(Duration::from_secs(30), |l| {
+            l.command == "PONG" && l.text() == token
+        })
+        .await?;
+        self.unseen.clear();
+        Ok(())
+    }
+
     /// Reads one line. Cancel-safe: `wait_for` drops it on a timeout, and a line arriving
     /// in pieces must then neither be lost nor come back split.
     async fn read_line(&mut self) -> Result<Line> {

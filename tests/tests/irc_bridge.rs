@@ -1735,6 +1735,49 @@ async fn channel_modes_say_who_may_join_the_room_and_whether_it_is_listed() {
     bed.carol.send(&format!("MODE {channel} +s")).await.unwrap();
     bed.bridge.start(&bed.synapse.url()).await.unwrap();
     wait_for_access(&bed, ("public", Some(false))).await;
+
+    // A key the bot saw is kept: after a restart it joins with it.
+    let carol_ghost = "@irc_testnet_carol:localhost";
+    bed.carol
+        .send(&format!("MODE {channel} +k sesame"))
+        .await
+        .unwrap();
+    wait_for_access(&bed, ("invite", None)).await;
+    bed.bridge.stop().await;
+    // So that the JOIN waited for next is the new one.
+    bed.carol.forget_received().await.unwrap();
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    bed.irc_line("JOIN", "trestle").await;
+    bed.carol
+        .privmsg(&channel, "through the key")
+        .await
+        .unwrap();
+    bed.matrix_event(carol_ghost, |e| e["content"]["body"] == "through the key")
+        .await;
+
+    // Invite-only while the bridge was away: the room is told, and an invitation lets
+    // the bot in again.
+    bed.bridge.stop().await;
+    bed.carol.forget_received().await.unwrap();
+    bed.carol
+        .send(&format!("MODE {channel} -k+i sesame"))
+        .await
+        .unwrap();
+    bed.bridge.start(&bed.synapse.url()).await.unwrap();
+    let notice = bed.bot_answer(&bed.room, "cannot join").await;
+    let text = notice["content"]["body"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("/invite trestle {channel}")),
+        "{text}"
+    );
+    bed.carol
+        .send(&format!("INVITE trestle {channel}"))
+        .await
+        .unwrap();
+    bed.irc_line("JOIN", "trestle").await;
+    bed.carol.privmsg(&channel, "invited back").await.unwrap();
+    bed.matrix_event(carol_ghost, |e| e["content"]["body"] == "invited back")
+        .await;
 }
 
 /// Two networks in one bridge, the second with its own ghost and alias templates: each
