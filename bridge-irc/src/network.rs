@@ -739,6 +739,28 @@ impl Network {
                     let _ = waiter.send(Err(reason.clone()));
                 }
             }
+            "AWAY" => {
+                // away-notify: an IRC user's away message is their ghost's presence.
+                let shown = self
+                    .channels_of(&nick)
+                    .iter()
+                    .any(|channel| self.is_shown(channel, &nick));
+                if self.is_ours(&nick) || !shown {
+                    return;
+                }
+                let message = line.params.first().filter(|m| !m.is_empty());
+                let (presence, status) = match message {
+                    Some(message) => ("unavailable", Some(strip_formatting(message))),
+                    None => ("online", None),
+                };
+                let set = self
+                    .bridge()
+                    .set_presence(&self.ghost(&nick), presence, status.as_deref())
+                    .await;
+                if let Err(error) = set {
+                    tracing::debug!(%nick, %error, "cannot set a ghost's presence");
+                }
+            }
             "INVITE" => {
                 // Invited to a portal's channel it could not join (+i, +k): join now.
                 let channel = self.fold(line.param(1));

@@ -766,6 +766,41 @@ async fn netsplits_are_held_back_and_typing_goes_both_ways() {
     let reply = bed.irc_line("PRIVMSG", "alice[m]").await;
     assert_eq!(reply.text(), "yara: sure");
     assert_eq!(reply.tags.get("+draft/reply"), Some(&msgid));
+
+    // away-notify: hana's away message is her ghost's presence, until she is back.
+    for (away, expected) in [
+        (
+            "AWAY :out for lunch",
+            ("unavailable", json!("out for lunch")),
+        ),
+        ("AWAY", ("online", Value::Null)),
+    ] {
+        bed.carol.send(away).await.unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let presence = bed
+                .alice
+                .request(
+                    reqwest::Method::GET,
+                    &format!(
+                        "/_matrix/client/v3/presence/{}/status",
+                        urlencode(hana_ghost)
+                    ),
+                    None,
+                )
+                .await
+                .unwrap();
+            if presence["presence"] == expected.0 && presence["status_msg"] == expected.1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{away}: {presence}\n{}",
+                bed.bridge.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// Regression tests for the reference IRC bridge's advisories: another spelling of a
