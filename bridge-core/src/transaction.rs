@@ -159,8 +159,9 @@ pub enum SinkError {
     /// It was not stored (the database failed, the bridge is stopping): a server error.
     #[error("the transaction could not be stored: {0}")]
     Failed(String),
-    /// An earlier transaction has not arrived: the homeserver should send that one first
-    /// (see `ingest::gap`). Nothing failed, so this is no server error.
-    #[error("transaction {0} was never received; send it first")]
+    /// A gap in the numbering right after a recovery: the homeserver should send any
+    /// transaction of ours it left unsent first, from this number on (see `ingest::gap`).
+    /// Nothing failed, so this is no server error.
+    #[error("transactions from {0} were not received; send any unsent first")]
     OutOfOrder(u64),
 }

@@ -62,15 +62,15 @@ pub(crate) async fn put_transaction(
         }
         Err(SinkError::OutOfOrder(missing)) => {
             count_transaction(&state, "out_of_order");
-            tracing::warn!(
+            tracing::info!(
                 ?txn_id,
                 missing,
-                "refused a transaction that came before an earlier one"
+                "refused once after a gap in the numbering"
             );
             Err(MatrixError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::Unknown,
-                format!("transaction {missing} was never received; send it first"),
+                format!("transactions from {missing} were not received; send any unsent first"),
             ))
         }
         Err(error) => {

@@ -21,11 +21,12 @@
 //! transaction the database refuses fails alone: a refused transaction is retried by the
 //! homeserver forever and would hold back everything behind it.
 //!
-//! Synapse numbers its transactions 1, 2, 3... and a race in its scheduler can leave one
-//! unsent for good after a recovery (its recoverer only ever sends the oldest unsent one,
-//! and only while recovering). A transaction arriving after a gap is therefore refused for
-//! a while: the refusal starts Synapse's recoverer, which sends the missing transaction
-//! first, then the refused one, in order. See [`gap`].
+//! A race in Synapse's scheduler can leave one transaction unsent for good after a
+//! recovery (its recoverer only ever sends the oldest unsent one, and only while
+//! recovering). For a while after a start or a failed answer, a transaction arriving
+//! after a gap in the numbering is therefore refused once: the refusal starts Synapse's
+//! recoverer, which sends the missing transaction first, if there is one (the numbers
+//! may be other appservices'), then the refused one. See [`gap`].
 //!
 //! After a crash, rows not yet marked are dispatched again at start, flagged
 //! [`StoredEvent::redelivered`]: the homeserver's retry of the same transaction is
@@ -142,7 +143,10 @@ impl Ingest {
             stored_before_start: next_seq,
         };
 
-        let gaps = gap::GapWatch::new(store.last_transaction_id().await?.as_deref());
+        let gaps = gap::GapWatch::new(
+            store.last_transaction_id().await?.as_deref(),
+            Instant::now(),
+        );
         let (requests, requests_rx) = mpsc::channel(4 * MAX_BATCH);
         let writer = Writer {
             store,
@@ -455,7 +459,7 @@ impl Writer {
             match self.gaps.check(&request.txn_id, Instant::now()) {
                 gap::Verdict::Accept => kept.push(request),
                 gap::Verdict::WaitFor(missing) => {
-                    tracing::warn!(txn_id = ?request.txn_id, missing, "a transaction is missing before this one; refusing it so the homeserver resends the missing one first");
+                    tracing::info!(txn_id = ?request.txn_id, missing, "a gap in the transaction numbering after a recovery; refusing once so the homeserver sends any of ours it left unsent first");
                     let _ = request.reply.send(Err(SinkError::OutOfOrder(missing)));
                 }
             }
@@ -463,8 +467,9 @@ impl Writer {
         kept
     }
 
-    fn refuse(&self, batch: Vec<WriteRequest>, error: &StoreError) {
+    fn refuse(&mut self, batch: Vec<WriteRequest>, error: &StoreError) {
         tracing::error!(%error, "could not store a transaction; the homeserver will retry");
+        self.gaps.failed(Instant::now());
         for request in batch {
             let _ = request
                 .reply
