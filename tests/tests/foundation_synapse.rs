@@ -195,8 +195,8 @@ async fn two_appservices_in_one_room_each_get_every_message_in_order() {
             id: format!("probe-{name}"),
             url: Some(format!("http://127.0.0.1:{port}").parse().unwrap()),
             sender_localpart: format!("{name}bot"),
-            user_namespaces: vec![Namespace::user_prefix(&format!("{name}_"), "localhost")],
-            alias_namespaces: vec![Namespace::alias_prefix(&format!("{name}_"), "localhost")],
+            user_namespaces: vec![Namespace::user_prefix(format!("{name}_"), "localhost")],
+            alias_namespaces: vec![Namespace::alias_prefix(format!("{name}_"), "localhost")],
             ..RegistrationSpec::default()
         };
         let registration = Registration::generate(spec, None);
