@@ -193,6 +193,15 @@ fn lines_for(
         .collect()
 }
 
+/// The ban mask of a nick (`nick!*@*`); a mask already is one.
+fn ban_mask(target: &str) -> String {
+    if target.contains(['!', '@', '*']) {
+        target.to_owned()
+    } else {
+        format!("{target}!*@*")
+    }
+}
+
 /// Whether IRC knows `target` by a msgid: every message from IRC in the message map,
 /// and Matrix messages whose echo gave one (else their event stands for them).
 fn has_msgid(target: &RemoteRef) -> bool {
@@ -254,7 +263,9 @@ fn line_for(kind: &MessageKind, channel: &str, payload: &str) -> Line {
 
 /// Commands run in a portal room, on its channel, as the sender's IRC user: the server
 /// decides what their channel status allows (a refusal comes back as a notice).
-const CHANNEL_COMMANDS: &[&str] = &["kick", "op", "deop", "voice", "devoice", "topic"];
+const CHANNEL_COMMANDS: &[&str] = &[
+    "kick", "ban", "unban", "invite", "op", "deop", "voice", "devoice", "topic",
+];
 
 impl IrcConnector {
     /// How `command` is used, for an answer to a malformed one.
@@ -288,6 +299,9 @@ impl IrcConnector {
                 };
                 Line::new("KICK", [channel, nick.as_str(), reason.as_str()])
             }
+            ("ban", [target]) => mode("+b", &ban_mask(target)),
+            ("unban", [target]) => mode("-b", &ban_mask(target)),
+            ("invite", [nick]) => Line::new("INVITE", [nick.as_str(), channel]),
             ("op", [nick]) => mode("+o", nick),
             ("deop", [nick]) => mode("-o", nick),
             ("voice", [nick]) => mode("+v", nick),
@@ -821,6 +835,17 @@ impl Connector for IrcConnector {
                 "kick",
                 "<nick> [reason]",
                 "in a portal: kick a user from the channel (as your IRC user)",
+            ),
+            command(
+                "ban",
+                "<nick or mask>",
+                "in a portal: ban from the channel (a nick bans nick!*@*)",
+            ),
+            command("unban", "<nick or mask>", "in a portal: lift a ban"),
+            command(
+                "invite",
+                "<nick>",
+                "in a portal: invite an IRC user into the channel",
             ),
             command("op", "<nick>", "in a portal: give channel operator status"),
             command(

@@ -612,6 +612,36 @@ async fn commands_set_the_nick_and_log_in_with_sasl() {
         .await
         .unwrap();
     assert_eq!(voiced.params[1..], ["+v", "frank"]);
+    for (command, expected) in [
+        ("ban spammer", ["+b", "spammer!*@*"]),
+        ("unban spammer!*@*", ["-b", "spammer!*@*"]),
+    ] {
+        bed.alice
+            .send_text(&bed.room, &format!("!irc {command}"))
+            .await
+            .unwrap();
+        let mode = bed
+            .carol
+            .wait_for(WAIT, |l| {
+                l.command == "MODE" && l.source_nick() == Some("alicesasl")
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode.params[1..], expected);
+    }
+    let mut gina = IrcClient::connect(irc.port(), "gina").await.unwrap();
+    bed.alice
+        .send_text(&bed.room, "!irc invite gina")
+        .await
+        .unwrap();
+    let invited = gina
+        .wait_for(WAIT, |l| l.command == "INVITE")
+        .await
+        .unwrap();
+    assert_eq!(
+        (invited.source_nick(), invited.params[1].as_str()),
+        (Some("alicesasl"), channel.as_str())
+    );
 
     // Kicked on IRC: alice is told, and her next message joins the channel again.
     bed.carol
