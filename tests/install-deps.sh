@@ -13,6 +13,9 @@
 #   tests/install-deps.sh --print-synapse-venv  ensure everything, then print the
 #                                               venv path (only that, on stdout)
 #   tests/install-deps.sh --print-schemathesis-venv   likewise for the schemathesis venv
+#   tests/install-deps.sh --print-heisenbridge-venv   likewise for a venv with a pinned
+#                                               heisenbridge (only bench-irc uses it; the
+#                                               tests never install it)
 #
 # Environment:
 #   TRESTLE_CACHE         cache root; default ${XDG_CACHE_HOME:-$HOME/.cache}/trestle.
@@ -27,6 +30,7 @@ set -euo pipefail
 
 SYNAPSE_VERSION=1.163.2
 SCHEMATHESIS_VERSION=4.32.5
+HEISENBRIDGE_VERSION=1.15.4
 DEB_PACKAGES=(inspircd atheme-services ngircd prosody prosody-modules eatmydata postgresql openssl)
 
 die() { echo "install-deps: error: $*" >&2; exit 1; }
@@ -37,13 +41,15 @@ case "${1:-}" in
   "") ;;
   --print-synapse-venv) print_venv=1 ;;
   --print-schemathesis-venv) print_venv=schemathesis ;;
-  -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  --print-heisenbridge-venv) print_venv=heisenbridge ;;
+  -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) die "unknown argument: $1 (try --help)" ;;
 esac
 
 cache="${TRESTLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/trestle}"
 venv="${TRESTLE_SYNAPSE_VENV:-$cache/synapse-$SYNAPSE_VERSION}"
 schemathesis_venv="$cache/schemathesis-$SCHEMATHESIS_VERSION"
+heisenbridge_venv="$cache/heisenbridge-$HEISENBRIDGE_VERSION"
 
 command -v python3 >/dev/null || die "python3 not found on PATH"
 # Debian's own python needs python3-venv for `python3 -m venv`.
@@ -128,6 +134,11 @@ fi
 # Schemathesis checks the appservice endpoint against the spec's OpenAPI files.
 ensure_venv "$schemathesis_venv" "schemathesis==$SCHEMATHESIS_VERSION" schemathesis
 
+# heisenbridge, an IRC bridge to measure bridge-irc against (bench-irc): only on request.
+if [ "$print_venv" = heisenbridge ]; then
+  ensure_venv "$heisenbridge_venv" "heisenbridge==$HEISENBRIDGE_VERSION" heisenbridge
+  echo "$heisenbridge_venv"
+fi
 if [ "$print_venv" = schemathesis ]; then
   echo "$schemathesis_venv"
 fi
