@@ -89,6 +89,10 @@ pub struct IrcNetwork {
     /// How a Matrix edit is shown on IRC.
     #[serde(default)]
     pub edits: EditStyle,
+    /// A reply to a message older than this quotes its start, since IRC users may no
+    /// longer have it in view (0: every reply).
+    #[serde(default = "default_quote_replies_after_seconds")]
+    pub quote_replies_after_seconds: u64,
     /// Whether a Matrix reaction is said on IRC as an ACTION (`* nick reacted 👍`).
     #[serde(default)]
     pub reactions_as_action: bool,
@@ -216,6 +220,10 @@ fn default_alias_template() -> String {
     "{network}_{channel}".to_owned()
 }
 
+fn default_quote_replies_after_seconds() -> u64 {
+    300
+}
+
 fn default_port() -> u16 {
     DEFAULT_PORT
 }
@@ -299,6 +307,8 @@ irc:
   #   `channel`; room admins can also link rooms themselves with the bot's `link`;
   # - `edits` (default "correction"): a Matrix edit is said as `* corrected text`, or with
   #   "substitution" as `s/old/new/` where that is shorter;
+  # - `quote_replies_after_seconds` (default {quote}): a reply to an older message says
+  #   `nick: "its start…" <- reply`, since IRC users may no longer have it in view;
   # - `reactions_as_action` (default false): say Matrix reactions as `* nick reacted 👍`;
   # - `members` (default "full"): "full" shows everyone in a channel as a room member,
   #   "lazy" only those who have spoken since the bridge joined (for big channels);
@@ -312,9 +322,9 @@ irc:
   #       host: "irc.libera.chat"
   networks: []
   # An ident server (RFC 1413) naming each connection's user to the IRC servers, which
-  # ask on port 113 of the address the connection came from: "0.0.0.0:113" (binding a
-  # port below 1024 needs root or CAP_NET_BIND_SERVICE). Default: none.
-  # ident_bind: "0.0.0.0:113"
+  # ask on port 113 of the address the connection came from: "[::]:113" for IPv6 and
+  # IPv4 (binding a port below 1024 needs root or CAP_NET_BIND_SERVICE). Default: none.
+  # ident_bind: "[::]:113"
 "#,
             port = DEFAULT_PORT,
             ghost = default_ghost_template(),
@@ -326,6 +336,7 @@ irc:
             connects = default_connects_per_second(),
             lines = default_max_lines(),
             grace = default_split_grace_seconds(),
+            quote = default_quote_replies_after_seconds(),
         )
     }
 
@@ -501,6 +512,7 @@ mod tests {
             idle_disconnect_seconds: 0,
             bind_prefix: None,
             edits: EditStyle::Correction,
+            quote_replies_after_seconds: default_quote_replies_after_seconds(),
             reactions_as_action: false,
             members: MemberSync::Full,
         }

@@ -181,13 +181,35 @@ struct Labels {
     waiting: HashMap<String, oneshot::Sender<Line>>,
 }
 
+/// The server's answer to one labeled line, once it comes. Dropped unanswered, the label
+/// is forgotten: its late answer is then dropped too.
+#[derive(Debug)]
+pub struct LabeledAnswer {
+    label: String,
+    receiver: oneshot::Receiver<Line>,
+    shared: Arc<Shared>,
+}
+
+impl LabeledAnswer {
+    /// The answer; `None` if the connection ended first.
+    pub async fn get(mut self) -> Option<Line> {
+        (&mut self.receiver).await.ok()
+    }
+}
+
+impl Drop for LabeledAnswer {
+    fn drop(&mut self) {
+        self.shared.labels().waiting.remove(&self.label);
+    }
+}
+
 /// What a connection and its task share.
 #[derive(Debug)]
 struct Shared {
     registered: Mutex<Registered>,
     labels: Mutex<Labels>,
-    /// Known to the ident server while the connection lives.
-    _ident: Option<IdentEntry>,
+    /// Known to the ident server while the connection is open.
+    ident: Mutex<Option<IdentEntry>>,
 }
 
 impl Shared {
@@ -264,7 +286,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             registered: Mutex::new(registered),
             labels: Mutex::new(Labels::default()),
-            _ident: ident,
+            ident: Mutex::new(ident),
         });
         tokio::spawn(run(
             reader,
@@ -278,15 +300,12 @@ impl Connection {
         Ok((Connection { writer, shared }, events))
     }
 
-    /// Sends `line` with a `label` where the server offers labeled-response, and waits
-    /// until it is written. The receiver gets the server's answer to it: the line's echo
-    /// (echo-message), an error numeric, `ACK` or a `BATCH`; it fails if the connection
-    /// ends first. `None`: no labels here, so no answer to wait for.
-    pub async fn send_labeled(
-        &self,
-        line: &Line,
-    ) -> Result<Option<oneshot::Receiver<Line>>, SendError> {
-        if !self.has_cap("labeled-response") {
+    /// Sends `line` with a `label` where the server offers labeled-response (with
+    /// batch, which it needs), and waits until it is written. The answer is the server's
+    /// reply to it: the line's echo (echo-message), a numeric, `ACK` or a `BATCH`.
+    /// `None`: no labels here, so no answer to wait for.
+    pub async fn send_labeled(&self, line: &Line) -> Result<Option<LabeledAnswer>, SendError> {
+        if !(self.has_cap("labeled-response") && self.has_cap("batch")) {
             self.send(line).await?;
             return Ok(None);
         }
@@ -301,11 +320,13 @@ impl Connection {
         let sent = self
             .send(&line.clone().with_tag("label", Some(&label)))
             .await;
-        if let Err(error) = sent {
-            self.shared.labels().waiting.remove(&label);
-            return Err(error);
-        }
-        Ok(Some(answered))
+        let answer = LabeledAnswer {
+            label,
+            receiver: answered,
+            shared: Arc::clone(&self.shared),
+        };
+        sent?;
+        Ok(Some(answer))
     }
 
     /// Sends `line` and waits until it is written to the socket.
@@ -659,17 +680,19 @@ async fn run(
                     }
                     _ => {
                         track(&mut shared.registered(), &line);
-                        // A labeled answer goes to whoever waits for it, else on as usual.
-                        let waiter = line
-                            .tag("label")
-                            .and_then(|label| shared.labels().waiting.remove(label));
-                        let line = match waiter {
-                            Some(waiter) => match waiter.send(line) {
-                                Ok(()) => continue,
-                                Err(line) => line,
-                            },
-                            None => line,
-                        };
+                        // A labeled answer is for whoever sent the line (every label is
+                        // ours): once they stopped waiting, it is dropped, so a refusal
+                        // they reported is not reported again.
+                        if let Some(label) = line.tag("label") {
+                            let waiter = shared.labels().waiting.remove(label);
+                            match waiter {
+                                Some(waiter) => {
+                                    let _ = waiter.send(line);
+                                }
+                                None => tracing::debug!(%label, command = %line.command, "a late answer to a labeled line"),
+                            }
+                            continue;
+                        }
                         if events.send(line).is_err() {
                             break;
                         }
@@ -708,6 +731,11 @@ async fn run(
     }
     // Whoever still waits for an answer learns that none will come.
     shared.labels().waiting.clear();
+    shared
+        .ident
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     let _ = write.shutdown().await;
 }
 

@@ -148,14 +148,50 @@ async fn rooms_of(
 /// `nick: text`, media as its name and link.
 fn text_of(network: &Network, message: &MatrixMessage) -> String {
     let text = own_text_of(network, message);
-    match &message.reply_to {
-        Some(reply) => match network.nick_of_sender(&reply.sender) {
-            Some(nick) => format!("{nick}: {text}"),
-            None => text,
-        },
-        None => text,
+    let Some(nick) = message
+        .reply_to
+        .as_ref()
+        .and_then(|reply| network.nick_of_sender(&reply.sender))
+    else {
+        return text;
+    };
+    let after_ms = network
+        .config
+        .quote_replies_after_seconds
+        .saturating_mul(1000);
+    let old = message.reply_original.as_ref().filter(|original| {
+        u64::try_from(message.timestamp - original.timestamp).is_ok_and(|age| age > after_ms)
+            || after_ms == 0
+    });
+    match old.map(|original| quote(&original.body)) {
+        Some(quote) if !quote.is_empty() => format!("{nick}: \"{quote}\" <- {text}"),
+        _ => format!("{nick}: {text}"),
     }
 }
+
+/// The start of a quoted message: its first line, white space collapsed, at most
+/// [`QUOTE_CHARS`] characters, cut at a word's end where it can be.
+fn quote(body: &str) -> String {
+    let line = body
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let line = words.join(" ");
+    if line.chars().count() <= QUOTE_CHARS {
+        return line;
+    }
+    let mut cut: String = line.chars().take(QUOTE_CHARS).collect();
+    // At a word's end where one is in the second half.
+    if let Some(space) = cut.rfind(' ').filter(|at| *at > cut.len() / 2) {
+        cut.truncate(space);
+    }
+    cut.push('…');
+    cut
+}
+
+/// How much of an old message a reply quotes.
+const QUOTE_CHARS: usize = 40;
 
 /// [`text_of`] without the reply's `nick: `: what the sender wrote (and edits change).
 fn own_text_of(network: &Network, message: &MatrixMessage) -> String {
@@ -195,7 +231,8 @@ fn lines_for(
 
 /// The ban mask of a nick (`nick!*@*`); a mask already is one.
 fn ban_mask(target: &str) -> String {
-    if target.contains(['!', '@', '*']) {
+    // Masks, and extended bans (`$a:account`, `~a:account`), go as they are.
+    if target.contains(['!', '@', '*', ':', '$', '~']) {
         target.to_owned()
     } else {
         format!("{target}!*@*")
@@ -990,7 +1027,7 @@ impl Connector for IrcConnector {
                 if network.add_cert_to_account(user).await? {
                     answer.push_str("Your puppet, logged in, added it to your services account (NickServ CERT ADD): from now on it logs in with it, and `removepass` may forget your password.");
                 } else {
-                    answer.push_str(&format!("Add it to your services account where you are logged in (`/msg NickServ CERT ADD {fingerprint}`); from then on your puppet logs in with it."));
+                    answer.push_str(&format!("Add it to your services account where you are logged in (`/msg NickServ CERT ADD {fingerprint}`), then `reconnect`: from then on your puppet logs in with it."));
                 }
                 Ok(answer)
             }
@@ -1066,6 +1103,37 @@ impl Connector for IrcConnector {
                 ))
             }
             _ => Ok(self.usage(command)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_one_short_line() {
+        assert_eq!(quote("hello\nworld"), "hello");
+        assert_eq!(quote("\n  spaced   out  \n"), "spaced out");
+        assert_eq!(
+            quote("the first words of a message that goes on and on"),
+            "the first words of a message that goes…"
+        );
+        let long = "word ".repeat(20);
+        assert!(quote(&long).chars().count() <= QUOTE_CHARS + 1);
+        assert!(quote(&long).ends_with("word…"));
+        assert_eq!(
+            quote("é".repeat(50).as_str()).chars().count(),
+            QUOTE_CHARS + 1
+        );
+        assert_eq!(quote(""), "");
+    }
+
+    #[test]
+    fn nicks_become_ban_masks_and_masks_stay() {
+        assert_eq!(ban_mask("spammer"), "spammer!*@*");
+        for mask in ["*!*@host", "nick!user@host", "$a:account", "~a:account"] {
+            assert_eq!(ban_mask(mask), mask);
         }
     }
 }

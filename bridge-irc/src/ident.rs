@@ -1,7 +1,9 @@
 //! An ident server (RFC 1413): IRC servers ask who owns a connection, and many show the
 //! answer as the user name (`alice` rather than `~alice`) or require one. Each
-//! connection registers its ports and user name while it lives; a query from the
-//! connection's own server about those ports gets the name, any other query `NO-USER`.
+//! connection registers its addresses and user name while it is open; a query from the
+//! connection's own server, to the connection's own address, about its ports gets the
+//! name, any other query `NO-USER`. Puppets with addresses of their own (`bind_prefix`)
+//! may share a port number, so the local address is part of the key.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,13 +19,18 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest query read (RFC 1413 queries are a few dozen bytes).
 const MAX_QUERY: u64 = 100;
 
-/// A connection as the ident server knows it: our port, and the server's address.
+/// A connection as the ident server knows it: our address and the server's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
+    local: IpAddr,
     local_port: u16,
     server: IpAddr,
     server_port: u16,
 }
+
+/// Queries answered at once; more are closed unanswered, so a flood of them cannot take
+/// the sockets the IRC connections need.
+const MAX_QUERIES_AT_ONCE: usize = 64;
 
 /// The user names of open connections, by their ports.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +57,7 @@ impl IdentRegistry {
     /// Records that the connection from `local` to `server` is `username`'s.
     pub fn register(&self, local: SocketAddr, server: SocketAddr, username: &str) -> IdentEntry {
         let key = Key {
+            local: canonical(local.ip()),
             local_port: local.port(),
             server: canonical(server.ip()),
             server_port: server.port(),
@@ -61,8 +69,9 @@ impl IdentRegistry {
         }
     }
 
-    /// The answer to `query` from `querier` (RFC 1413 section 6).
-    pub fn answer(&self, query: &str, querier: IpAddr) -> String {
+    /// The answer to `query` from `querier`, received on our address `local` (RFC 1413
+    /// section 6).
+    pub fn answer(&self, query: &str, querier: IpAddr, local: IpAddr) -> String {
         let ports = query.split_once(',').and_then(|(ours, theirs)| {
             Some((
                 ours.trim().parse::<u16>().ok()?,
@@ -73,6 +82,7 @@ impl IdentRegistry {
             return format!("{} : ERROR : INVALID-PORT\r\n", sanitize(query));
         };
         let key = Key {
+            local: canonical(local),
             local_port,
             server: canonical(querier),
             server_port,
@@ -105,6 +115,7 @@ fn sanitize(query: &str) -> String {
 
 /// Answers ident queries on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, registry: IdentRegistry, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_QUERIES_AT_ONCE));
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -112,11 +123,16 @@ pub async fn serve(listener: TcpListener, registry: IdentRegistry, stop: Cancell
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::debug!(%peer, "too many ident queries at once; one closed");
+                    continue;
+                };
                 let registry = registry.clone();
                 tokio::spawn(async move {
                     if let Err(error) = answer_one(stream, peer.ip(), &registry).await {
                         tracing::debug!(%peer, %error, "ident query not answered");
                     }
+                    drop(slot);
                 });
             }
             Err(error) => {
@@ -132,6 +148,7 @@ async fn answer_one(
     querier: IpAddr,
     registry: &IdentRegistry,
 ) -> std::io::Result<()> {
+    let local = stream.local_addr()?.ip();
     let (read, mut write) = stream.into_split();
     let mut query = String::new();
     tokio::time::timeout(
@@ -140,7 +157,7 @@ async fn answer_one(
     )
     .await
     .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let answer = registry.answer(query.trim_end(), querier);
+    let answer = registry.answer(query.trim_end(), querier, local);
     write.write_all(answer.as_bytes()).await?;
     write.shutdown().await
 }
@@ -153,35 +170,36 @@ mod tests {
     fn queries_get_the_name_of_their_own_connection_only() {
         let registry = IdentRegistry::default();
         let server: SocketAddr = "192.0.2.1:6667".parse().unwrap();
+        let alice_at: IpAddr = "10.0.0.5".parse().unwrap();
+        let bob_at: IpAddr = "10.0.0.6".parse().unwrap();
         let entry = registry.register("10.0.0.5:40001".parse().unwrap(), server, "alice");
+        // Another puppet, from an address of its own, with the same port number.
+        let _bob = registry.register("10.0.0.6:40001".parse().unwrap(), server, "bob");
         let from_server = server.ip();
+        let ask =
+            |query: &str, querier: IpAddr, local: IpAddr| registry.answer(query, querier, local);
         assert_eq!(
-            registry.answer("40001 , 6667", from_server),
+            ask("40001 , 6667", from_server, alice_at),
             "40001, 6667 : USERID : UNIX : alice\r\n"
         );
+        assert!(ask("40001, 6667", from_server, bob_at).ends_with(": bob\r\n"));
         // Another querier, or other ports, learn nothing.
         let stranger: IpAddr = "198.51.100.7".parse().unwrap();
-        assert!(registry.answer("40001, 6667", stranger).contains("NO-USER"));
-        assert!(
-            registry
-                .answer("40002, 6667", from_server)
-                .contains("NO-USER")
-        );
-        // An IPv4 server seen through an IPv6 socket is the same server.
+        assert!(ask("40001, 6667", stranger, alice_at).contains("NO-USER"));
+        assert!(ask("40002, 6667", from_server, alice_at).contains("NO-USER"));
+        // IPv4 addresses seen through an IPv6 socket are the same addresses.
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        assert!(registry.answer("40001,6667", mapped).contains("alice"));
+        let mapped_alice: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+        assert!(ask("40001,6667", mapped, mapped_alice).contains("alice"));
         // Garbage, or an attempt at a second line, is refused in one line.
-        let hostile = registry.answer("x\r\nUSERID : root", from_server);
+        let hostile = ask("x\r\nUSERID : root", from_server, alice_at);
         assert!(
             hostile.ends_with(": ERROR : INVALID-PORT\r\n"),
             "{hostile:?}"
         );
         assert_eq!(hostile.matches("\r\n").count(), 1);
         drop(entry);
-        assert!(
-            registry
-                .answer("40001, 6667", from_server)
-                .contains("NO-USER")
-        );
+        assert!(ask("40001, 6667", from_server, alice_at).contains("NO-USER"));
+        assert!(ask("40001, 6667", from_server, bob_at).contains("bob"));
     }
 }

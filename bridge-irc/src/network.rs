@@ -505,21 +505,30 @@ impl Network {
 
     /// The key (`+k`) of `channel` (folded), as the bot last saw it.
     async fn channel_key(&self, channel: &str) -> Option<String> {
-        match self.bridge().state(&self.key_state(channel)).await {
-            Ok(key) => key.filter(|key| !key.is_empty()),
+        let state = self.key_state(channel);
+        let sealed = match self.bridge().state(&state).await {
+            Ok(sealed) => sealed.filter(|sealed| !sealed.is_empty())?,
             Err(error) => {
                 tracing::warn!(%channel, %error, "cannot read a channel's key");
+                return None;
+            }
+        };
+        match self.bridge().secrets().open(&sealed, &state) {
+            Ok(key) => Some(key),
+            Err(error) => {
+                tracing::warn!(%channel, %error, "a channel's stored key cannot be opened");
                 None
             }
         }
     }
 
-    /// Records the key of `channel` (folded); `None`: it has none.
+    /// Records the key of `channel` (folded), sealed like passwords; `None`: it has none.
     async fn remember_key(&self, channel: &str, key: Option<&str>) {
-        let stored = self
-            .bridge()
-            .set_state(&self.key_state(channel), key.unwrap_or_default())
-            .await;
+        let state = self.key_state(channel);
+        let sealed = key
+            .map(|key| self.bridge().secrets().seal(key, &state))
+            .unwrap_or_default();
+        let stored = self.bridge().set_state(&state, &sealed).await;
         if let Err(error) = stored {
             tracing::warn!(%channel, %error, "cannot record a channel's key");
         }
@@ -733,7 +742,7 @@ impl Network {
                 if waiters.is_empty() {
                     // A rejoin (after a restart, a reconnect or a kick) was refused: the
                     // room is not bridged until the bot is let in, so its members are told.
-                    self.tell_rejoin_refused(&channel, &reason).await;
+                    self.tell_rejoin_refused(&channel, code, &reason).await;
                 }
                 for waiter in waiters {
                     let _ = waiter.send(Err(reason.clone()));
@@ -1034,7 +1043,7 @@ impl Network {
     }
 
     /// Tells the portal room of `channel` (folded) that the bot could not join it again.
-    async fn tell_rejoin_refused(&self, channel: &str, reason: &str) {
+    async fn tell_rejoin_refused(&self, channel: &str, code: &str, reason: &str) {
         let Ok(Some(portal)) = self.bridge().portal(&portal_id(self.name(), channel)).await else {
             return;
         };
@@ -1042,8 +1051,16 @@ impl Network {
             .bot_nick()
             .unwrap_or_else(|| self.config.bot_nick.clone());
         tracing::warn!(%channel, %reason, "the bot cannot join a portal's channel again");
+        let advice = match code {
+            // Invite-only: an invitation is what lets it in.
+            "473" => format!("A channel operator can let it in: /invite {bot} {channel}"),
+            "475" => format!(
+                "The channel's key changed: a channel operator can remove it, or /invite {bot} {channel} where invitations pass keys"
+            ),
+            _ => "A channel operator can let it in.".to_owned(),
+        };
         let text = format!(
-            "The bridge cannot join {channel} on {} again ({reason}), so this room is not bridged for now. A channel operator can let it in: /invite {bot} {channel}",
+            "The bridge cannot join {channel} on {} again ({reason}), so this room is not bridged for now. {advice}",
             self.name()
         );
         if let Err(error) = self.bridge().notice(&portal.room_id, &text).await {
@@ -1746,6 +1763,10 @@ impl Network {
         self: &Arc<Self>,
         user: &UserId,
     ) -> Result<bool, ConnectorError> {
+        // Without a password the puppet is not logged in to ask: no reconnect for nothing.
+        if !matches!(self.login(user).await?.sasl, Some(Sasl::Plain { .. })) {
+            return Ok(false);
+        }
         self.disconnect(user, "Client certificate").await;
         let puppet = self.puppet(user, None).await?;
         if puppet.connection.sasl_outcome() != Some(Ok(())) {
@@ -2174,10 +2195,10 @@ pub async fn send_lines(connection: &Connection, lines: &[Line]) -> Result<(), C
 
 /// Says `lines` (one message) like [`send_lines`], and where the server answers
 /// labeled lines (labeled-response), waits for its answers: delivery is confirmed by
-/// each line's echo, whose msgids are returned (echo-message), and an error numeric
-/// refuses the message. A connection lost before the first answer is worth a retry,
-/// even though the server may have had the line: a message said twice is better than
-/// one lost.
+/// each line's echo, whose msgids are returned (echo-message), and an error numeric or
+/// `FAIL` refuses the message. A connection lost after a line went, before its answer,
+/// is reported to the sender, not retried: the server may have had the line, and a line
+/// that gets the connection killed would otherwise be sent for ever.
 pub async fn deliver_lines(
     connection: &Connection,
     lines: &[Line],
@@ -2190,30 +2211,42 @@ pub async fn deliver_lines(
             .map_err(|error| lost(index, lines.len(), error))?;
         answers.push(answer);
     }
+    // One deadline for the whole message, so a silent server holds a room up once.
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let own_nick = connection.nick();
     let mut msgids = Vec::new();
-    for (index, answer) in answers.into_iter().enumerate() {
-        let Some(answer) = answer else { continue };
-        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-            Ok(Ok(answer)) => match answer.command.as_str() {
-                "PRIVMSG" | "NOTICE" => msgids.extend(answer.tag("msgid").map(str::to_owned)),
-                "ACK" | "BATCH" => {}
-                _ => {
-                    // An error numeric (`404 me #chan :Cannot send to channel`) or FAIL.
-                    let reason = answer.params.last().cloned().unwrap_or_default();
-                    let target = answer.param(1);
-                    return Err(ConnectorError::Refused(
-                        if answer.command.len() == 3 && !target.is_empty() {
-                            format!("IRC refused it ({target}: {reason})")
-                        } else {
-                            format!("IRC refused it ({reason})")
-                        },
-                    ));
-                }
-            },
-            Ok(Err(_)) => return Err(lost(index, lines.len(), SendError::Closed)),
-            Err(_) => {
-                tracing::warn!(command = %lines[index].command, "the IRC server did not answer a labeled line in time; taken as delivered");
-            }
+    for answer in answers.into_iter().flatten() {
+        let Ok(answer) = tokio::time::timeout_at(deadline, answer.get()).await else {
+            tracing::warn!(
+                "the IRC server did not answer a labeled line in time; taken as delivered"
+            );
+            break;
+        };
+        let Some(answer) = answer else {
+            return Err(ConnectorError::Refused(
+                "the IRC connection was lost before the server confirmed it; it may not have arrived".to_owned(),
+            ));
+        };
+        let command = answer.command.as_str();
+        let is_error = command == "FAIL" || (command.len() == 3 && command.starts_with(['4', '5']));
+        if is_error {
+            // `404 me #chan :Cannot send to channel`, or `FAIL PRIVMSG CODE :text`.
+            let reason = answer.params.last().cloned().unwrap_or_default();
+            let target = answer.param(1);
+            return Err(ConnectorError::Refused(
+                if command != "FAIL" && !target.is_empty() {
+                    format!("IRC refused it ({target}: {reason})")
+                } else {
+                    format!("IRC refused it ({reason})")
+                },
+            ));
+        }
+        let echoed = matches!(command, "PRIVMSG" | "NOTICE")
+            && answer
+                .source_nick()
+                .is_some_and(|nick| nick.eq_ignore_ascii_case(&own_nick));
+        if echoed {
+            msgids.extend(answer.tag("msgid").map(str::to_owned));
         }
     }
     Ok(msgids)

@@ -2018,7 +2018,7 @@ async fn the_ident_server_names_puppets_to_the_irc_server() {
     let irc = InspIrcd::start_with_ident().await.unwrap();
     let channel = unique_channel("ident");
     let mut bed = bed_with(irc.port(), &channel, "carol", None, |config| {
-        let commented = "  # ident_bind: \"0.0.0.0:113\"\n";
+        let commented = "  # ident_bind: \"[::]:113\"\n";
         assert!(config.contains(commented), "{config}");
         config.replace(commented, "  ident_bind: \"127.0.0.1:113\"\n")
     })
@@ -2045,5 +2045,53 @@ async fn the_ident_server_names_puppets_to_the_irc_server() {
         "alice",
         "{}",
         bed.bridge.log()
+    );
+}
+
+/// A reply to an old message quotes its start on IRC, where the message may have
+/// scrolled away; a reply to a recent one does not.
+#[tokio::test]
+async fn replies_to_old_messages_quote_them() {
+    let irc = InspIrcd::shared().await.unwrap();
+    let channel = unique_channel("quote");
+    let mut bed = bed_with(irc.port(), &channel, "quinn", None, |config| {
+        let anchor = "      connects_per_second: 50\n";
+        assert!(config.contains(anchor), "{config}");
+        config.replace(
+            anchor,
+            &format!("{anchor}      quote_replies_after_seconds: 3\n"),
+        )
+    })
+    .await;
+    bed.carol
+        .privmsg(&channel, "the first words of a message that goes on and on")
+        .await
+        .unwrap();
+    let original = bed
+        .matrix_event("@irc_testnet_quinn:localhost", |e| {
+            e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("the first words"))
+        })
+        .await;
+    let reply = async |bed: &mut Bed, text: &str| {
+        bed.alice
+            .send(
+                &bed.room,
+                "m.room.message",
+                &json!({
+                    "msgtype": "m.text", "body": text,
+                    "m.relates_to": { "m.in_reply_to": { "event_id": original["event_id"] } },
+                }),
+            )
+            .await
+            .unwrap();
+        bed.irc_line("PRIVMSG", "alice[m]").await.text().to_owned()
+    };
+    assert_eq!(reply(&mut bed, "right away").await, "quinn: right away");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        reply(&mut bed, "much later").await,
+        "quinn: \"the first words of a message that goes…\" <- much later"
     );
 }

@@ -25,7 +25,7 @@ use crate::config::Permission;
 use crate::connector::matrix::MatrixMedia;
 use crate::connector::{
     ConnectorError, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction,
-    MatrixRoomChange, Membership, MessageKind, Portal, RemoteRef,
+    MatrixRoomChange, Membership, MessageKind, Portal, QuotedMessage, RemoteRef,
 };
 use crate::ingest::{EventHandler, HandleError};
 use crate::store::{EventKind, MappedEvent, StoredEvent};
@@ -253,6 +253,10 @@ impl MatrixEvents {
                             message.body =
                                 crate::format::strip_reply_fallback_text(&message.body).to_owned();
                             message.reply_to = self.target(portal, &reply_to).await?;
+                            if message.reply_to.is_some() {
+                                message.reply_original =
+                                    self.quoted(&event.room_id, &reply_to).await;
+                            }
                         }
                         connector.handle_message(portal, &message).await
                     }
@@ -471,9 +475,27 @@ impl MatrixEvents {
             body: msgtype.body().to_owned(),
             html,
             reply_to: None,
+            reply_original: None,
             media,
             mentions,
             timestamp: event.origin_server_ts,
+        })
+    }
+
+    /// What `event_id` of `room` said and when, as the bot sees it; `None` if it cannot
+    /// be read (a reply is bridged all the same, without it).
+    async fn quoted(&self, room: &RoomId, event_id: &OwnedEventId) -> Option<QuotedMessage> {
+        let event = match self.shared.matrix.bot().room_event(room, event_id).await {
+            Ok(event) => event?,
+            Err(error) => {
+                tracing::debug!(%event_id, %error, "cannot read the event a reply answers");
+                return None;
+            }
+        };
+        Some(QuotedMessage {
+            body: crate::format::strip_reply_fallback_text(event["content"]["body"].as_str()?)
+                .to_owned(),
+            timestamp: event["origin_server_ts"].as_i64()?,
         })
     }
 

@@ -92,6 +92,15 @@ pub struct RemoteRef {
     pub event_id: OwnedEventId,
 }
 
+/// The message a reply answers, as Matrix has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotedMessage {
+    /// Its plain body, its own reply fallback removed.
+    pub body: String,
+    /// When it was sent (ms since the epoch).
+    pub timestamp: i64,
+}
+
 /// A Matrix message for the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatrixMessage {
@@ -111,6 +120,8 @@ pub struct MatrixMessage {
     pub html: Option<String>,
     /// The bridged message this one replies to.
     pub reply_to: Option<RemoteRef>,
+    /// What that message said and when, for networks that quote an old one.
+    pub reply_original: Option<QuotedMessage>,
     /// The media, for media messages.
     pub media: Option<MatrixMedia>,
     /// Users the message mentions.

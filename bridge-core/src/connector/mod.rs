@@ -20,7 +20,7 @@ use async_trait::async_trait;
 
 pub use self::matrix::{
     MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, MatrixRoomChange,
-    Membership, MessageKind, Portal, RemoteRef,
+    Membership, MessageKind, Portal, QuotedMessage, RemoteRef,
 };
 pub use self::remote::{
     DirectChat, GhostInfo, PortalInfo, RemoteEvent, RemoteEventKind, RemoteFile, RemoteMessage,

@@ -9,8 +9,9 @@
 //! there is one, else the refused one again. So a transaction after a gap is refused
 //! once, and accepted when it is offered again with nothing older before it.
 //!
-//! Recoveries follow a failure: the bridge was away (it started) or answered an error.
-//! Gaps are checked only for [`ARMED_FOR`] after either; at other times a homeserver
+//! Recoveries follow a failure: the bridge was away (it started), answered an error, or
+//! its answer was lost (the homeserver sends a transaction again that was stored). Gaps
+//! are checked only for [`ARMED_FOR`] after any of these; at other times a homeserver
 //! with other busy appservices would cost a refusal, and the recoverer's backoff, for
 //! nearly every transaction. Transaction ids are opaque in the spec: ids that are not
 //! integers are never checked.
@@ -50,8 +51,8 @@ impl GapWatch {
         }
     }
 
-    /// Records that a transaction was answered with an error: the homeserver recovers
-    /// next, and the race may follow.
+    /// Records a failure the homeserver saw (an error answered, or a transaction sent
+    /// again): it recovers next, and the race may follow.
     pub fn failed(&mut self, now: Instant) {
         self.armed_until = now + ARMED_FOR;
     }
@@ -78,8 +79,9 @@ impl GapWatch {
             self.refused = None;
             return Verdict::Accept;
         }
+        // Not a failure that arms the watch again: with a busy neighbour appservice there
+        // would always be a next gap, and it would never disarm.
         self.refused = Some(txn_id.to_owned());
-        self.failed(now);
         Verdict::WaitFor(last + 1)
     }
 
@@ -124,13 +126,13 @@ mod tests {
         // Offered again: nothing of ours was older.
         assert_eq!(watch.check("60", start), Verdict::Accept);
         watch.stored("60");
-        // The refusal was a failure: still armed a while later.
+        // Still armed just before the start's window ends; the refusal does not extend it.
         let later = start + ARMED_FOR - Duration::from_secs(1);
         assert_eq!(watch.check("70", later), Verdict::WaitFor(61));
         assert_eq!(watch.check("70", later), Verdict::Accept);
         watch.stored("70");
-        // Long after the last failure, gaps are the other appservices' and go in.
-        let quiet = later + ARMED_FOR;
+        // After the window, gaps are the other appservices' and go in.
+        let quiet = start + ARMED_FOR;
         assert_eq!(watch.check("80", quiet), Verdict::Accept);
         watch.stored("80");
         // An error answered arms it again.

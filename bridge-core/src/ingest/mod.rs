@@ -423,6 +423,9 @@ impl Writer {
         for (request, new) in batch.drain(..).zip(outcome.new_transactions) {
             if new {
                 self.gaps.stored(&request.txn_id);
+            } else {
+                // Sent again: the homeserver missed our answer, and recovers.
+                self.gaps.failed(Instant::now());
             }
             let accepted = if new {
                 Accepted::Stored

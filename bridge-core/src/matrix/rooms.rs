@@ -210,6 +210,32 @@ impl UserHandle {
         }
     }
 
+    /// Event `event_id` of `room` (`GET /rooms/{room}/event/{event}`), or `None` if it
+    /// is not there or not visible.
+    pub async fn room_event(
+        &self,
+        room: &RoomId,
+        event_id: &ruma::EventId,
+    ) -> Result<Option<serde_json::Value>, MatrixError> {
+        let request = ApiRequest::new(
+            Method::GET,
+            vec![
+                "_matrix",
+                "client",
+                "v3",
+                "rooms",
+                room.as_str(),
+                "event",
+                event_id.as_str(),
+            ],
+        );
+        match self.send::<serde_json::Value>(request).await {
+            Ok(found) => Ok(Some(found)),
+            Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// The users joined to `room`.
     pub async fn joined_members(&self, room: &RoomId) -> Result<Vec<OwnedUserId>, MatrixError> {
         #[derive(Debug, Deserialize)]

@@ -39,10 +39,10 @@
 //!
 //! Then a probe: one Matrix message to bridge-irc after heisenbridge's runs. Synapse
 //! numbers the transactions of all its appservices from one sequence, so bridge-irc's
-//! numbers skip those heisenbridge got; bridge-irc takes a skipped number for a lost
-//! transaction, refuses the next one and waits up to 60 s for it. Setting heisenbridge up
-//! first keeps that out of bridge-irc's runs (the count of refusals during them is
-//! printed); the probe shows what it costs. Last, the baselines: the same samples between
+//! numbers skip those heisenbridge got; the probe shows what such a gap costs (once a
+//! minute, before bridge-core's ingest learnt that gaps are normal; see
+//! `bridge-core/src/ingest/gap.rs`). The count of gap refusals in bridge-irc's log is
+//! printed. Last, the baselines: the same samples between
 //! two IRC clients in a channel no bridge is in (InspIRCd alone) and between two Matrix
 //! users in a room no bridge is in (Synapse alone).
 //!
