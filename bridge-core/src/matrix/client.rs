@@ -340,6 +340,18 @@ impl UserHandle {
         self.client.send(request, as_user).await
     }
 
+    /// [`UserHandle::send`], with `None` for an `M_NOT_FOUND` answer.
+    pub(crate) async fn send_if_found<T: DeserializeOwned>(
+        &self,
+        request: ApiRequest<'_>,
+    ) -> Result<Option<T>, MatrixError> {
+        match self.send(request).await {
+            Ok(found) => Ok(Some(found)),
+            Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Sends `request` as this user and returns the answer's bytes and content type.
     pub(crate) async fn send_for_bytes(
         &self,

@@ -97,11 +97,8 @@ impl UserHandle {
         alias: &RoomAliasId,
     ) -> Result<Option<OwnedRoomId>, MatrixError> {
         let request = alias_request(Method::GET, alias);
-        match self.send::<RoomAnswer>(request).await {
-            Ok(answer) => Ok(Some(answer.room_id)),
-            Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
-            Err(error) => Err(error),
-        }
+        let answer: Option<RoomAnswer> = self.send_if_found(request).await?;
+        Ok(answer.map(|answer| answer.room_id))
     }
 
     /// Points `alias` at `room`; an alias that exists already is left as it is.
@@ -203,11 +200,7 @@ impl UserHandle {
             Some(format) => request.query("format", format),
             None => request,
         };
-        match self.send::<serde_json::Value>(request).await {
-            Ok(found) => Ok(Some(found)),
-            Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
-            Err(error) => Err(error),
-        }
+        self.send_if_found(request).await
     }
 
     /// Event `event_id` of `room` (`GET /rooms/{room}/event/{event}`), or `None` if it
@@ -229,11 +222,7 @@ impl UserHandle {
                 event_id.as_str(),
             ],
         );
-        match self.send::<serde_json::Value>(request).await {
-            Ok(found) => Ok(Some(found)),
-            Err(MatrixError::Api { source, .. }) if source.is("M_NOT_FOUND") => Ok(None),
-            Err(error) => Err(error),
-        }
+        self.send_if_found(request).await
     }
 
     /// The users joined to `room`.
