@@ -524,6 +524,10 @@ impl Network {
 
     /// Records the key of `channel` (folded), sealed like passwords; `None`: it has none.
     async fn remember_key(&self, channel: &str, key: Option<&str>) {
+        // Every join asks the modes again: an unchanged key is not written again.
+        if self.channel_key(channel).await.as_deref() == key {
+            return;
+        }
         let state = self.key_state(channel);
         let sealed = key
             .map(|key| self.bridge().secrets().seal(key, &state))

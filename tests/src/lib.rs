@@ -18,6 +18,7 @@ pub mod irc_bridge;
 pub mod linechat;
 mod linechat_client;
 pub mod matrix;
+pub mod measure;
 pub mod ngircd;
 pub mod postgres;
 pub mod probe;

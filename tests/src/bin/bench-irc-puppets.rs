@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use bridge_irc::connection::{ConnectOptions, Connection, FloodLimits};
 use clap::Parser;
 use trestle_tests::InspIrcd;
+use trestle_tests::measure::rss_kib;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -29,16 +30,6 @@ struct Args {
     /// Seconds to sit idle before measuring.
     #[arg(long, default_value_t = 5)]
     idle: u64,
-}
-
-/// Resident memory of this process, in KiB (`VmRSS` of `/proc/self/status`).
-fn rss_kib() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc")?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/self/status")
 }
 
 #[tokio::main]
@@ -66,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     // the baseline does not count it.
     let (warm, warm_events) = Connection::connect(&options(usize::MAX)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let baseline = rss_kib()?;
+    let baseline = rss_kib(std::process::id()).context("no VmRSS")?;
     let started = Instant::now();
     let gap = Duration::from_secs_f64(1.0 / args.per_second);
     let mut tasks = Vec::with_capacity(args.puppets);
@@ -86,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let connected = started.elapsed();
     tokio::time::sleep(Duration::from_secs(args.idle)).await;
-    let after = rss_kib()?;
+    let after = rss_kib(std::process::id()).context("no VmRSS")?;
     let per_puppet = (after.saturating_sub(baseline)) as f64 * 1024.0 / args.puppets as f64;
     let open = connections.iter().filter(|(c, _)| c.is_open()).count();
     println!(

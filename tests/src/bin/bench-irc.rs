@@ -60,6 +60,7 @@ use serde_json::{Value, json};
 use trestle_tests::bridge_process::BridgeProcess;
 use trestle_tests::irc::IrcClient;
 use trestle_tests::matrix::MatrixClient;
+use trestle_tests::measure::{percentiles, rss_kib};
 use trestle_tests::process::{ServerProcess, free_port};
 use trestle_tests::{InspIrcd, Synapse, run_dir, workspace_binary, workspace_root};
 
@@ -326,26 +327,6 @@ impl Side {
             .with_context(|| format!("{}: warm-up to IRC", self.name))?;
         Ok(())
     }
-}
-
-/// A process's resident memory in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
-}
-
-/// Median and 95th percentile, in ms.
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| {
-        let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[index].as_secs_f64() * 1000.0
-    };
-    (at(0.5), at(0.95))
 }
 
 /// bridge-irc with two networks on the InspIRCd at `port`: `bench` with flood control
@@ -627,7 +608,7 @@ async fn measure(
     args: &Args,
 ) -> anyhow::Result<Results> {
     let name = side.name;
-    let rss_set_up = rss_kib(pid)?;
+    let rss_set_up = rss_kib(pid).context("no VmRSS")?;
     eprintln!("{name}: IRC to Matrix, {} messages", args.messages);
     let to_matrix = side.irc_to_matrix("i", args.messages).await?;
     eprintln!("{name}: {to_matrix:?}");
@@ -672,7 +653,7 @@ async fn flood_run(
         .await?;
     eprintln!("{}: {run:?}", side.name);
     results.flood_limited = Some(run);
-    results.rss_after = rss_kib(pid)?;
+    results.rss_after = rss_kib(pid).context("no VmRSS")?;
     Ok(())
 }
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use trestle_tests::matrix::MatrixClient;
+use trestle_tests::measure::{percentiles, rss_kib};
 use trestle_tests::xmpp_bridge::xmpp_bridge_logging;
 use trestle_tests::{Prosody, Synapse};
 
@@ -43,26 +44,6 @@ struct Args {
 }
 
 const LONG: Duration = Duration::from_secs(600);
-
-/// The bridge's resident memory in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
-}
-
-/// Median and 95th percentile, in ms.
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| {
-        let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[index].as_secs_f64() * 1000.0
-    };
-    (at(0.5), at(0.95))
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -145,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let (matrix50, _) = percentiles(matrix_alone);
 
     // Memory per puppet: users join the portal, and their puppets the group chat.
-    let before = rss_kib(pid)?;
+    let before = rss_kib(pid).context("no VmRSS")?;
     let joined_at = Instant::now();
     for i in 0..args.puppets {
         let user = synapse
@@ -169,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
     let joined_in = joined_at.elapsed();
     // Let allocations settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = rss_kib(pid)?;
+    let after = rss_kib(pid).context("no VmRSS")?;
     if after < before && args.puppets > 0 {
         bail!("RSS fell from {before} to {after} KiB: measure again");
     }
